@@ -1,0 +1,183 @@
+import AsyncHTTPClient
+import Foundation
+import JWTKit
+import Logging
+import NIOCore
+
+/// The signing keys of one issuer, fetched from its JWKS and refreshed under the issuer's rules.
+///
+/// Keys are fetched lazily and again after `jwks_cache_ttl`; an unknown `kid` triggers at most one fetch per
+/// `jwks_min_refresh_interval`; when the issuer is down the last good keys keep working for `jwks_stale_limit`.
+actor JWKSCache {
+    /// The result of asking for the key that verifies a token.
+    enum Lookup {
+        case verifier(JWTKeyCollection)
+        case unknownKey
+        case unavailable(String)
+    }
+
+    static let maximumDocumentSize = 1 << 20
+    static let fetchTimeout = TimeAmount.seconds(5)
+
+    let issuer: IssuerPolicy
+    private let client: HTTPClient
+    private let logger: Logger
+    private var keys: [JWK] = []
+    private var lastSuccess: ContinuousClock.Instant?
+    private var lastAttempt: ContinuousClock.Instant?
+    private var lastAttemptFailed = false
+    private var lastFailure = "never fetched"
+    private var verifiers: [String: JWTKeyCollection] = [:]
+    private var inflight: Task<Void, Never>?
+    /// How many JWKS fetches were attempted, for tests and metrics.
+    private(set) var fetchCount = 0
+
+    init(issuer: IssuerPolicy, client: HTTPClient, logger: Logger) {
+        self.issuer = issuer
+        self.client = client
+        self.logger = logger
+    }
+
+    /// A verifier holding exactly the key named by `kid` (or the issuer's only key for `alg` when `kid` is absent),
+    /// pinned to `alg`, which the caller has checked against the issuer's allow-list.
+    func verifier(kid: String?, alg: String) async -> Lookup {
+        let now = ContinuousClock.now
+        if isDue(now) { await refresh() }
+        guard let lastSuccess, lastSuccess >= now || now - lastSuccess <= .seconds(issuer.jwksCacheTTL + issuer.jwksStaleLimit) else {
+            return .unavailable("JWKS of issuer \(issuer.name) unavailable: \(lastFailure)")
+        }
+        if let verifier = await cachedVerifier(kid: kid, alg: alg) { return .verifier(verifier) }
+        if kid != nil, lastAttempt.map({ now - $0 >= .seconds(issuer.jwksMinRefreshInterval) }) ?? true {
+            await refresh()
+            if let verifier = await cachedVerifier(kid: kid, alg: alg) { return .verifier(verifier) }
+        }
+        return .unknownKey
+    }
+
+    private func isDue(_ now: ContinuousClock.Instant) -> Bool {
+        if let lastSuccess, now - lastSuccess < .seconds(issuer.jwksCacheTTL) { return false }
+        if lastAttemptFailed, let lastAttempt, now - lastAttempt < .seconds(issuer.jwksMinRefreshInterval) { return false }
+        return true
+    }
+
+    private func cachedVerifier(kid: String?, alg: String) async -> JWTKeyCollection? {
+        let cacheKey = "\(kid ?? "")|\(alg)"
+        if let verifier = verifiers[cacheKey] { return verifier }
+        let candidates = keys.filter { key in
+            (kid == nil || key.keyIdentifier?.string == kid) && Self.key(key, fits: alg)
+        }
+        guard candidates.count == 1, var key = candidates.first else { return nil }
+        // The collection holds this one key only, chosen above by kid and algorithm, so making it the default
+        // cannot make jwt-kit fall back to another key. The algorithm is pinned so the header cannot choose it.
+        key.algorithm = JWK.Algorithm(rawValue: alg)
+        key.keyIdentifier = nil
+        let collection = JWTKeyCollection()
+        do {
+            _ = try await collection.add(jwk: key, isDefault: true)
+        } catch {
+            logger.warning("JWKS key cannot be used", metadata: ["issuer": "\(issuer.name)", "error": "\(error)"])
+            return nil
+        }
+        verifiers[cacheKey] = collection
+        return collection
+    }
+
+    /// Whether a JWK can verify `alg`: matching key type and curve, and its own `alg`, if any, equal to `alg`.
+    static func key(_ key: JWK, fits alg: String) -> Bool {
+        if let own = key.algorithm, own.rawValue != alg { return false }
+        switch alg {
+        case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512": return key.keyType == .rsa
+        case "ES256": return key.keyType == .ecdsa && key.curve?.rawValue == "P-256"
+        case "ES384": return key.keyType == .ecdsa && key.curve?.rawValue == "P-384"
+        case "ES512": return key.keyType == .ecdsa && key.curve?.rawValue == "P-521"
+        case "EdDSA": return key.keyType == .octetKeyPair && key.curve?.rawValue == "Ed25519"
+        default: return false
+        }
+    }
+
+    /// Fetches the JWKS once, sharing the fetch with every caller that arrives while it runs.
+    private func refresh() async {
+        if let inflight {
+            await inflight.value
+            return
+        }
+        let task = Task { await self.fetch() }
+        inflight = task
+        await task.value
+        inflight = nil
+    }
+
+    private func fetch() async {
+        fetchCount += 1
+        lastAttempt = .now
+        do {
+            let url = try await jwksURL()
+            let document = try await get(url)
+            let fetched = try Self.parseKeySet(document)
+            keys = fetched
+            verifiers = [:]
+            lastSuccess = .now
+            lastAttemptFailed = false
+            logger.debug("fetched JWKS", metadata: ["issuer": "\(issuer.name)", "keys": "\(fetched.count)"])
+        } catch {
+            lastAttemptFailed = true
+            lastFailure = "\(error)"
+            logger.warning("JWKS fetch failed", metadata: ["issuer": "\(issuer.name)", "error": "\(error)"])
+        }
+    }
+
+    private func jwksURL() async throws -> String {
+        switch issuer.keySource {
+        case .jwksURL(let url):
+            return url
+        case .discovery:
+            let base = issuer.issuer.hasSuffix("/") ? String(issuer.issuer.dropLast()) : issuer.issuer
+            let document = try await get(base + "/.well-known/openid-configuration")
+            guard let metadata = try JSONSerialization.jsonObject(with: document) as? [String: Any],
+                let jwksURI = metadata["jwks_uri"] as? String
+            else { throw JWKSError.invalidDocument("discovery document has no jwks_uri") }
+            guard metadata["issuer"] as? String == issuer.issuer else {
+                throw JWKSError.invalidDocument("discovery document names another issuer")
+            }
+            return jwksURI
+        }
+    }
+
+    private func get(_ url: String) async throws -> Data {
+        var request = HTTPClientRequest(url: url)
+        request.headers.add(name: "Accept", value: "application/json")
+        let response = try await client.execute(request, timeout: Self.fetchTimeout)
+        guard response.status == .ok else { throw JWKSError.httpStatus(url, Int(response.status.code)) }
+        let body = try await response.body.collect(upTo: Self.maximumDocumentSize)
+        return Data(buffer: body)
+    }
+
+    /// Parses a JWKS, keeping the signature keys jwt-kit understands and skipping the others (encryption keys,
+    /// unknown key types) instead of failing the whole set.
+    static func parseKeySet(_ document: Data) throws -> [JWK] {
+        guard let object = try JSONSerialization.jsonObject(with: document) as? [String: Any],
+            let entries = object["keys"] as? [[String: Any]]
+        else { throw JWKSError.invalidDocument("not a JWK set") }
+        let decoder = JSONDecoder()
+        let keys = entries.compactMap { entry -> JWK? in
+            if let use = entry["use"] as? String, use != "sig" { return nil }
+            guard let data = try? JSONSerialization.data(withJSONObject: entry) else { return nil }
+            return try? decoder.decode(JWK.self, from: data)
+        }
+        guard !keys.isEmpty else { throw JWKSError.invalidDocument("no usable signing key") }
+        return keys
+    }
+}
+
+/// Why a JWKS could not be used.
+enum JWKSError: Error, CustomStringConvertible {
+    case httpStatus(String, Int)
+    case invalidDocument(String)
+
+    var description: String {
+        switch self {
+        case .httpStatus(let url, let status): "GET \(url) answered \(status)"
+        case .invalidDocument(let why): why
+        }
+    }
+}

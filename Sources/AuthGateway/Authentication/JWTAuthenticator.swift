@@ -1,0 +1,109 @@
+import AsyncHTTPClient
+import Foundation
+import JWTKit
+import Logging
+
+/// The `jwt` credential kind: a bearer JWT from one of the route's trusted issuers, verified against its JWKS.
+///
+/// Algorithms are pinned per issuer (never `none` or HMAC), `exp` is required, `nbf`/`iat` are checked with the
+/// issuer's bounded leeway, `iss` must match exactly and `aud` must name the route's resource. Header parameters
+/// that point at other keys (`jku`, `x5u`, `jwk`, `x5c`) are never read.
+public struct JWTAuthenticator: CredentialAuthenticator {
+    public let kind = CredentialKind.jwt
+    let caches: [String: JWKSCache]
+
+    public init(issuers: [IssuerPolicy], client: HTTPClient, logger: Logger) {
+        var caches: [String: JWKSCache] = [:]
+        for issuer in issuers { caches[issuer.name] = JWKSCache(issuer: issuer, client: client, logger: logger) }
+        self.caches = caches
+    }
+
+    /// How many JWKS fetches the named issuer's cache has made.
+    public func jwksFetchCount(issuer name: String) async -> Int {
+        await caches[name]?.fetchCount ?? 0
+    }
+
+    public func authenticate(_ request: ForwardedRequest, route: MatchedRoute) async -> AuthenticationOutcome {
+        guard case .token(let token) = BearerToken.read(from: request.headers) else { return .absent }
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3 else { return .absent }
+        guard let header = Base64URL.decodeJSONObject(parts[0]), let alg = header["alg"] as? String else {
+            return .invalid(reason: "malformed JWT header")
+        }
+        if header["crit"] != nil { return .invalid(reason: "JWT header has 'crit' parameters, none of which are understood") }
+        if let typ = header["typ"] as? String, !["jwt", "at+jwt", "application/at+jwt"].contains(typ.lowercased()) {
+            return .invalid(reason: "JWT typ '\(typ)' is not an access token")
+        }
+        guard let unverified = Base64URL.decodeJSONObject(parts[1]), let iss = unverified["iss"] as? String else {
+            return .invalid(reason: "JWT has no iss claim")
+        }
+        guard let cache = route.route.issuers.lazy.compactMap({ caches[$0] }).first(where: { $0.issuer.issuer == iss }) else {
+            return .invalid(reason: "JWT issuer is not trusted on route \(route.route.name)")
+        }
+        let issuer = cache.issuer
+        guard issuer.algorithms.contains(alg) else { return .invalid(reason: "JWT alg '\(alg)' is not allowed for issuer \(issuer.name)") }
+
+        let verifier: JWTKeyCollection
+        switch await cache.verifier(kid: header["kid"] as? String, alg: alg) {
+        case .verifier(let found): verifier = found
+        case .unknownKey: return .invalid(reason: "JWT kid is not in the JWKS of issuer \(issuer.name)")
+        case .unavailable(let why): return .unavailable(reason: why)
+        }
+        let claims: TokenClaims
+        do {
+            claims = try await verifier.verify(String(token), as: TokenClaims.self)
+        } catch {
+            return .invalid(reason: "JWT signature does not verify")
+        }
+        return Self.principal(from: claims, issuer: issuer, route: route.route, now: Date().timeIntervalSince1970)
+    }
+
+    /// Applies the issuer's time, issuer, audience and claim-mapping rules to verified claims.
+    static func principal(from claims: TokenClaims, issuer: IssuerPolicy, route: RoutePolicy, now: TimeInterval) -> AuthenticationOutcome {
+        guard let exp = claims["exp"]?.numberValue else { return .invalid(reason: "JWT has no numeric exp") }
+        guard now < exp + issuer.leeway else { return .invalid(reason: "JWT expired") }
+        if let nbf = claims["nbf"] {
+            guard let value = nbf.numberValue, value <= now + issuer.leeway else { return .invalid(reason: "JWT not valid yet (nbf)") }
+        }
+        if let iat = claims["iat"] {
+            guard let value = iat.numberValue, value <= now + issuer.leeway else { return .invalid(reason: "JWT issued in the future (iat)") }
+        }
+        guard claims["iss"]?.stringValue == issuer.issuer else { return .invalid(reason: "JWT iss does not match") }
+        let audiences: [String]
+        switch claims["aud"] {
+        case .string(let value)?: audiences = [value]
+        case .array(let values)?: audiences = values.compactMap(\.stringValue)
+        default: return .invalid(reason: "JWT has no aud")
+        }
+        let expected: [String]
+        switch issuer.audience {
+        case .routeResource: expected = [route.resource]
+        case .fixed(let values): expected = values
+        }
+        guard audiences.contains(where: expected.contains) else { return .invalid(reason: "JWT aud does not name this resource") }
+        guard let subject = claims[issuer.claims.subject]?.stringValue, !subject.isEmpty else {
+            return .invalid(reason: "JWT has no \(issuer.claims.subject) claim")
+        }
+        let scopes = claims[issuer.claims.scopes]?.stringList ?? claims["scp"]?.stringList ?? []
+        let groups = claims[issuer.claims.groups]?.stringList ?? []
+        let client = claims[issuer.claims.client]?.stringValue ?? claims["azp"]?.stringValue ?? ""
+        return .principal(
+            Principal(
+                subject: subject, method: .jwt, scopes: scopes, groups: groups, client: client, issuer: issuer.issuer,
+                keyID: "", restrictedToRoute: nil))
+    }
+}
+
+/// Base64url without padding (RFC 7515 §2), for reading JWT segments before verification.
+enum Base64URL {
+    static func decode(_ text: some StringProtocol) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        guard !base64.contains("=") else { return nil }
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        return Data(base64Encoded: base64)
+    }
+
+    static func decodeJSONObject(_ text: some StringProtocol) -> [String: Any]? {
+        decode(text).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+    }
+}

@@ -1,0 +1,69 @@
+import HTTPTypes
+
+/// Decides one forwardAuth request: forwarded request → route match → authenticate → authorize → emit.
+///
+/// Every path that is not a complete, successful pass through all four stages ends in a denial.
+public struct DecisionEngine: Sendable {
+    public let policy: Policy
+    let matcher: RouteMatcher
+    let authenticators: [CredentialKind: any CredentialAuthenticator]
+    let apiKeyHeader: HTTPField.Name?
+
+    public init(policy: Policy, authenticators: [any CredentialAuthenticator]) {
+        self.policy = policy
+        self.matcher = RouteMatcher(routes: policy.routes)
+        self.authenticators = Dictionary(authenticators.map { ($0.kind, $0) }, uniquingKeysWith: { first, _ in first })
+        self.apiKeyHeader = policy.gateway.apiKeyHeader.flatMap { HTTPField.Name($0) }
+    }
+
+    public func decide(headers: HTTPFields, peer: IPAddress?) async -> Decision {
+        let request: ForwardedRequest
+        do {
+            request = try ForwardedRequest(headers: headers, peer: peer, trustedProxies: policy.gateway.trustedProxies)
+        } catch .untrustedPeer(let address) {
+            return .deny(Denial(kind: .untrusted, route: nil, reason: "peer \(address) is not a trusted proxy"))
+        } catch {
+            return .deny(Denial(kind: .badRequest, route: nil, reason: error.description))
+        }
+
+        let matched: MatchedRoute
+        switch matcher.match(request) {
+        case .matched(let route): matched = route
+        case .noRoute: return .deny(Denial(kind: .untrusted, route: nil, reason: "no route matches \(request.method) \(request.host)\(request.path)"))
+        case .unsafeCapture(let route, let capture):
+            return .deny(Denial(kind: .badRequest, route: route, reason: "path capture {\(capture)} is not a safe identity value"))
+        }
+        let route = matched.route
+
+        var principal: Principal?
+        for kind in route.accept {
+            guard let authenticator = authenticators[kind] else {
+                return .deny(Denial(kind: .unavailable, route: route, reason: "credential kind \(kind.rawValue) is not available"))
+            }
+            switch await authenticator.authenticate(request, route: matched) {
+            case .absent: continue
+            case .invalid(let reason): return .deny(Denial(kind: .invalidCredential, route: route, reason: reason))
+            case .unavailable(let reason): return .deny(Denial(kind: .unavailable, route: route, reason: reason))
+            case .principal(let found): principal = found
+            }
+            break
+        }
+        guard let principal else {
+            let sentCredential = headers[.authorization] != nil || apiKeyHeader.map { headers[$0] != nil } == true
+            return .deny(
+                sentCredential
+                    ? Denial(kind: .invalidCredential, route: route, reason: "credential of a kind route \(route.name) does not accept")
+                    : Denial(kind: .missingCredential, route: route, reason: "no credential"))
+        }
+
+        switch Authorizer.refusal(for: principal, on: matched, from: request) {
+        case .insufficientScope(let required)?:
+            return .deny(Denial(kind: .insufficientScope(required), route: route, reason: "subject \(principal.subject) lacks scopes"))
+        case .forbidden(let reason)?:
+            return .deny(Denial(kind: .forbidden, route: route, reason: reason))
+        case nil:
+            break
+        }
+        return IdentityEmitter.emit(principal: principal, route: route, names: policy.gateway.identityHeaders)
+    }
+}

@@ -1,0 +1,43 @@
+/// The answer to one forwardAuth request.
+public enum Decision: Sendable {
+    case allow(Allow)
+    case deny(Denial)
+
+    /// An allowed request: the headers Traefik copies onto the request before it reaches the backend.
+    public struct Allow: Sendable {
+        public let principal: Principal
+        public let route: RoutePolicy
+        /// Every identity header (empty values included) plus the backend credential, if any.
+        public let headers: [(name: String, value: String)]
+    }
+}
+
+/// A refused request, rendered as a 401/403 challenge or another error status with a small JSON body.
+public struct Denial: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// 401 without `error`: no credential was sent (RFC 6750 §3.1).
+        case missingCredential
+        /// 401 `invalid_token`: a credential was sent and refused. One answer for unknown, revoked and expired.
+        case invalidCredential
+        /// 403 `insufficient_scope` with the scopes the route needs.
+        case insufficientScope([String])
+        /// 403 for every other authorization failure.
+        case forbidden
+        /// 400: the forwarded request is malformed or ambiguous.
+        case badRequest
+        /// 403: the peer is not a trusted proxy, or no route matches.
+        case untrusted
+        /// 503: a dependency needed to decide is down; never an allow.
+        case unavailable
+    }
+
+    public let kind: Kind
+    /// The matched route, when there is one: its resource names the protected resource metadata.
+    public let route: RoutePolicy?
+    /// Why, for the log line only; never sent to the client.
+    public let reason: String
+
+    public static func == (lhs: Denial, rhs: Denial) -> Bool {
+        lhs.kind == rhs.kind && lhs.route?.name == rhs.route?.name && lhs.reason == rhs.reason
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+
+/// The HTTP rendering of a denial: status, `WWW-Authenticate` challenge (RFC 6750 §3) and a small JSON body.
+///
+/// The body says which class of failure happened and nothing more: unknown, revoked and expired credentials get the
+/// same answer, and no secret or internal reason ever appears.
+public struct DenialResponse: Sendable, Equatable {
+    public let status: Int
+    public let challenge: String?
+    public let body: String
+    public let retryAfter: String?
+
+    public init(_ denial: Denial, gateway: GatewaySettings) {
+        let route = denial.route
+        let scopes = route?.requirements.scopes ?? []
+        switch denial.kind {
+        case .missingCredential:
+            status = 401
+            challenge = Self.challenge(gateway: gateway, route: route, error: nil, scopes: scopes)
+            body = Self.body(error: "unauthorized", description: "This resource requires authentication.")
+        case .invalidCredential:
+            status = 401
+            challenge = Self.challenge(gateway: gateway, route: route, error: "invalid_token", scopes: scopes)
+            body = Self.body(error: "invalid_token", description: "The credential is invalid, expired or revoked.")
+        case .insufficientScope(let required):
+            status = 403
+            challenge = Self.challenge(gateway: gateway, route: route, error: "insufficient_scope", scopes: required)
+            body = Self.body(error: "insufficient_scope", description: "The credential lacks a required scope.", scope: required.joined(separator: " "))
+        case .forbidden:
+            status = 403
+            challenge = nil
+            body = Self.body(error: "access_denied", description: "The credential is not allowed to access this resource.")
+        case .badRequest:
+            status = 400
+            challenge = nil
+            body = Self.body(error: "invalid_request", description: "The forwarded request is malformed or ambiguous.")
+        case .untrusted:
+            status = 403
+            challenge = nil
+            body = Self.body(error: "access_denied", description: "No route allows this request.")
+        case .unavailable:
+            status = 503
+            challenge = nil
+            body = Self.body(error: "temporarily_unavailable", description: "The gateway cannot decide this request right now.")
+        }
+        retryAfter = denial.kind == .unavailable ? "5" : nil
+    }
+
+    /// The URL of the route's protected resource metadata (RFC 9728 §3.1: the well-known path inserted before the
+    /// resource's path).
+    public static func resourceMetadataURL(gateway: GatewaySettings, route: RoutePolicy?) -> String {
+        let base = gateway.publicURL + "/.well-known/oauth-protected-resource"
+        guard let resource = route?.resource, let path = URLComponents(string: resource)?.path, path != "/" else { return base }
+        return base + path
+    }
+
+    private static func challenge(gateway: GatewaySettings, route: RoutePolicy?, error: String?, scopes: [String]) -> String {
+        var parameters = ["realm=\"\(gateway.realm)\""]
+        if let error { parameters.append("error=\"\(error)\"") }
+        if !scopes.isEmpty { parameters.append("scope=\"\(scopes.joined(separator: " "))\"") }
+        parameters.append("resource_metadata=\"\(resourceMetadataURL(gateway: gateway, route: route))\"")
+        return "Bearer " + parameters.joined(separator: ", ")
+    }
+
+    private static func body(error: String, description: String, scope: String? = nil) -> String {
+        var object = ["error": error, "error_description": description]
+        if let scope { object["scope"] = scope }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+}

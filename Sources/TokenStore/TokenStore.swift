@@ -1,0 +1,51 @@
+import Foundation
+import GRDB
+
+/// Persistent state of the gateway (API keys today; users, OAuth clients and signing keys next) in one SQLite file.
+///
+/// The file is opened in WAL mode so that `authctl` can write while a running gateway reads: a key revoked by the CLI
+/// is refused by the gateway on its next lookup.
+public final class TokenStore: Sendable {
+    let database: DatabasePool
+
+    /// The path of the SQLite file behind this store.
+    public let path: String
+
+    /// Opens (creating if needed) the store at `path` and applies every pending migration.
+    public init(path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        let directory = url.deletingLastPathComponent()
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw TokenStoreError.cannotOpen(path: path, reason: "cannot create directory \(directory.path): \(error.localizedDescription)")
+        }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        do {
+            self.database = try DatabasePool(path: path, configuration: configuration)
+            try StoreMigrations.migrator.migrate(self.database)
+        } catch let error as DatabaseError {
+            throw TokenStoreError.cannotOpen(path: path, reason: error.message ?? error.description)
+        }
+        self.path = path
+    }
+}
+
+/// Errors the store reports to its callers, each with a message an operator can act on.
+public enum TokenStoreError: Error, CustomStringConvertible, Equatable {
+    case cannotOpen(path: String, reason: String)
+    case keyNotFound(id: String)
+    case keyAlreadyRevoked(id: String)
+
+    public var description: String {
+        switch self {
+        case .cannotOpen(let path, let reason): "cannot open token store \(path): \(reason)"
+        case .keyNotFound(let id): "no API key with id \(id)"
+        case .keyAlreadyRevoked(let id): "API key \(id) is already revoked"
+        }
+    }
+}
