@@ -1,0 +1,83 @@
+import ArgumentParser
+import AuthGateway
+import Foundation
+import Hummingbird
+import Logging
+import TokenStore
+
+/// `authgateway`: runs the forwardAuth decision server.
+@main
+struct AuthGatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "authgateway",
+        abstract: "Run the AuthGateway forwardAuth server.",
+        discussion: "Exits with status 65 when the policy is invalid and 66 when the token store cannot be opened.")
+
+    @Option(name: .long, help: "Policy YAML file, or a directory of them.")
+    var policy: String = "policies/example.yaml"
+
+    @Option(name: .long, help: "SQLite token store file (created if missing).")
+    var db: String = "data/authgateway.sqlite"
+
+    @Option(name: .long, help: "Address to listen on, HOST:PORT.")
+    var listen: String = "127.0.0.1:8080"
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard ListenAddress(listen) != nil else {
+            throw ValidationError("--listen must be HOST:PORT with a port from 0 to 65535, not '\(listen)'")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "authgateway")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let address = ListenAddress(listen)!
+
+        let loaded: LoadedPolicy
+        do {
+            loaded = try PolicyLoader.load(path: policy)
+        } catch {
+            FileHandle.standardError.write(Data("authgateway: invalid policy, not starting:\n\(error.description)\n".utf8))
+            throw ExitCode(65)
+        }
+        for warning in loaded.warnings { logger.warning("policy: \(warning)") }
+
+        let store: TokenStore
+        do {
+            store = try TokenStore(path: db)
+        } catch {
+            FileHandle.standardError.write(Data("authgateway: \(error)\n".utf8))
+            throw ExitCode(66)
+        }
+
+        let gateway = Gateway(policy: loaded.policy, store: store, logger: logger)
+        logger.info(
+            "starting",
+            metadata: [
+                "listen": "\(listen)", "policy": "\(loaded.files.joined(separator: ","))", "routes": "\(loaded.policy.routes.count)",
+                "db": "\(db)",
+            ])
+        try await gateway.makeApplication(host: address.host, port: address.port).runService()
+    }
+}
+
+/// A `HOST:PORT` listen address; IPv6 hosts are written in brackets.
+struct ListenAddress {
+    let host: String
+    let port: Int
+
+    init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.host = host
+        self.port = port
+    }
+}
