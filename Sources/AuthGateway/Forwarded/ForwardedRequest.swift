@@ -74,9 +74,9 @@ public struct ForwardedRequest: Sendable {
     /// The value of a header that must appear exactly once and hold no comma list.
     private static func single(_ name: HTTPField.Name, in headers: HTTPFields) throws(Refusal) -> String {
         let values = headers[values: name]
-        guard let value = values.first else { throw .missing(name.canonicalName) }
-        guard values.count == 1 else { throw .repeated(name.canonicalName) }
-        if name != forHeader && value.contains(",") { throw .repeated(name.canonicalName) }
+        guard let value = values.first else { throw .missing(name.rawName) }
+        guard values.count == 1 else { throw .repeated(name.rawName) }
+        if name != forHeader && value.contains(",") { throw .repeated(name.rawName) }
         return value.trimmingCharacters(in: .whitespaces)
     }
 
