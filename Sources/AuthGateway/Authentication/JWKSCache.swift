@@ -70,7 +70,7 @@ actor JWKSCache {
         // The collection holds this one key only, chosen above by kid and algorithm, so making it the default
         // cannot make jwt-kit fall back to another key. The algorithm is pinned so the header cannot choose it.
         key.algorithm = JWK.Algorithm(rawValue: alg)
-        key.keyIdentifier = nil
+        key.keyIdentifier = key.keyIdentifier ?? JWKIdentifier(string: "selected")
         let collection = JWTKeyCollection()
         do {
             _ = try await collection.add(jwk: key, isDefault: true)

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import Synchronization
 
 /// A Hummingbird server on 127.0.0.1 with a random port, run for the duration of a test (JWKS and the like).
@@ -12,11 +13,18 @@ final class LoopbackServer: Sendable {
         let app = Application(
             router: router,
             configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) })
+            onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) },
+            logger: Self.quietLogger)
         task = Task { try await app.runService(gracefulShutdownSignals: []) }
         var iterator = stream.makeAsyncIterator()
         port = await iterator.next() ?? 0
     }
+
+    static let quietLogger: Logger = {
+        var logger = Logger(label: "loopback-server")
+        logger.logLevel = .critical
+        return logger
+    }()
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 

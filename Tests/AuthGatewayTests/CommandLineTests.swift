@@ -1,0 +1,136 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Testing
+
+/// `authctl` and `authgateway` run as the operator runs them: separate processes on a real SQLite file.
+@Suite("Command line", .serialized)
+struct CommandLineTests {
+    let directory: URL
+    var db: String { directory.appendingPathComponent("store.sqlite").path }
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("cli-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    func json(_ text: String) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    @Test("issue-key --json prints one object with id and key; list-keys never shows the key")
+    func issueAndList() throws {
+        let issued = try ProcessRunner.run("authctl", ["--db", db, "issue-key", "--subject", "alice", "--scopes", "ffmpeg,memory", "--name", "laptop", "--expires", "90d", "--json"])
+        #expect(issued.status == 0, "\(issued.stderr)")
+        let object = try json(issued.stdout)
+        let key = try #require(object["key"] as? String)
+        let id = try #require(object["id"] as? String)
+        #expect(key.hasPrefix("agk_"))
+        #expect(object["scopes"] as? [String] == ["ffmpeg", "memory"])
+        #expect(object["expires_at"] is String)
+
+        let listed = try ProcessRunner.run("authctl", ["--db", db, "list-keys", "--json"])
+        #expect(listed.status == 0)
+        #expect(!listed.stdout.contains(key))
+        let keys = try #require(try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]])
+        #expect(keys.map { $0["id"] as? String } == [id])
+        #expect(keys.first?["status"] as? String == "active")
+
+        let table = try ProcessRunner.run("authctl", ["--db", db, "list-keys"])
+        #expect(table.stdout.contains(id) && table.stdout.contains("alice") && !table.stdout.contains(key))
+    }
+
+    @Test("revoke-key succeeds once, then exits 1 with a message; an unknown id exits 1")
+    func revoke() throws {
+        let issued = try json(try ProcessRunner.run("authctl", ["--db", db, "issue-key", "--subject", "bob", "--json"]).stdout)
+        let id = try #require(issued["id"] as? String)
+        let first = try ProcessRunner.run("authctl", ["--db", db, "revoke-key", id])
+        #expect(first.status == 0)
+        #expect(first.stdout.contains("revoked \(id)"))
+        let second = try ProcessRunner.run("authctl", ["--db", db, "revoke-key", id])
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("already revoked"))
+        let unknown = try ProcessRunner.run("authctl", ["--db", db, "revoke-key", "key_doesnotexist"])
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.contains("no API key with id key_doesnotexist"))
+    }
+
+    @Test("rotate-key --overlap 0 issues a new key and revokes the old one")
+    func rotate() throws {
+        let issued = try json(try ProcessRunner.run("authctl", ["--db", db, "issue-key", "--subject", "carol", "--scopes", "a", "--json"]).stdout)
+        let oldID = try #require(issued["id"] as? String)
+        let rotated = try ProcessRunner.run("authctl", ["--db", db, "rotate-key", oldID, "--overlap", "0", "--json"])
+        #expect(rotated.status == 0, "\(rotated.stderr)")
+        let object = try json(rotated.stdout)
+        #expect(object["replaces"] as? String == oldID)
+        #expect((object["key"] as? String)?.hasPrefix("agk_") == true)
+        #expect(object["subject"] as? String == "carol")
+        let listed = try ProcessRunner.run("authctl", ["--db", db, "list-keys", "--json"]).stdout
+        let keys = try #require(try JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [[String: Any]])
+        #expect(keys.first { $0["id"] as? String == oldID }?["status"] as? String == "revoked")
+    }
+
+    static let badArgumentCases: [([String], String)] = [
+        (["issue-key", "--scopes", "a"], "--subject"),
+        (["issue-key", "--subject", "alice", "--expires", "90x"], "--expires"),
+        (["issue-key", "--subject", "alice", "--scopes", "a b,c"], "--scopes"),
+        (["rotate-key", "key_x", "--overlap", "soon"], "--overlap"),
+        (["frobnicate"], "frobnicate"),
+    ]
+
+    @Test("bad arguments exit 64 and name the argument", arguments: badArgumentCases)
+    func badArguments(_ testCase: ([String], String)) throws {
+        let result = try ProcessRunner.run("authctl", ["--db", db] + testCase.0)
+        #expect(result.status == 64, "\(result.stderr)")
+        #expect(result.stderr.contains(testCase.1), "\(result.stderr)")
+    }
+
+    @Test("policy check accepts the example policy and rejects a broken one with file:line, exit 65")
+    func policyCheck() throws {
+        let good = try ProcessRunner.run("authctl", ["policy", "check", "policies/example.yaml"])
+        #expect(good.status == 0, "\(good.stderr)")
+        #expect(good.stdout.contains("policy OK"))
+        let broken = directory.appendingPathComponent("broken.yaml")
+        try "gateway:\n  public_url: https://x.test\n  trusted_proxies: [127.0.0.1]\nroutes:\n  - name: a\n    match: { path: /a }\n    accept: [apikey]\n"
+            .write(to: broken, atomically: true, encoding: .utf8)
+        let bad = try ProcessRunner.run("authctl", ["policy", "check", broken.path])
+        #expect(bad.status == 65)
+        #expect(bad.stderr.contains("\(broken.path):7: route 'a'.accept: unknown credential kind 'apikey'"))
+    }
+
+    @Test("the server does not start on an invalid policy and says where the error is")
+    func serverRefusesInvalidPolicy() throws {
+        let broken = directory.appendingPathComponent("broken.yaml")
+        try "gateway:\n  public_url: not a url\n  trusted_proxies: [127.0.0.1]\n".write(to: broken, atomically: true, encoding: .utf8)
+        let result = try ProcessRunner.run("authgateway", ["--policy", broken.path, "--db", db, "--listen", "127.0.0.1:0"])
+        #expect(result.status == 65)
+        #expect(result.stderr.contains("\(broken.path):2: gateway.public_url must be an absolute http(s) URL"))
+    }
+
+    @Test("the README flow: the gateway on the example policy allows a key from authctl and challenges without one")
+    func readmeFlow() async throws {
+        let log = directory.appendingPathComponent("gateway.log")
+        let (process, port) = try await ProcessRunner.startGateway(policy: "policies/example.yaml", db: db, log: log)
+        defer { process.terminate(); process.waitUntilExit() }
+        let issued = try json(try ProcessRunner.run("authctl", ["--db", db, "issue-key", "--subject", "alice", "--scopes", "ffmpeg", "--json"]).stdout)
+        let key = try #require(issued["key"] as? String)
+
+        func ask(_ authorization: String?) async throws -> HTTPClientResponse {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/auth")
+            request.headers.add(contentsOf: [
+                ("X-Forwarded-Method", "GET"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "mcp.example.com"),
+                ("X-Forwarded-Uri", "/ffmpeg/v1/convert"), ("X-Forwarded-For", "198.51.100.20"),
+            ])
+            if let authorization { request.headers.add(name: "Authorization", value: authorization) }
+            return try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        }
+        let allowed = try await ask("Bearer \(key)")
+        #expect(allowed.status == .ok)
+        #expect(allowed.headers.first(name: "X-Auth-Subject") == "alice")
+        let denied = try await ask(nil)
+        #expect(denied.status == .unauthorized)
+        #expect(denied.headers.first(name: "WWW-Authenticate")?.contains("resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/ffmpeg\"") == true)
+        let logText = try String(contentsOf: log, encoding: .utf8)
+        #expect(!logText.contains(key), "the key must never be logged")
+    }
+}
