@@ -47,6 +47,7 @@ let package = Package(
             name: "AuthGatewayServer",
             dependencies: [
                 "AuthGateway",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -3,6 +3,7 @@ import AuthGateway
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
 import TokenStore
 
 /// `authgateway`: runs the forwardAuth decision server.
@@ -25,9 +26,19 @@ struct AuthGatewayCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(name: .long, help: "Seconds between checks of the policy files for changes (0: never reload).")
+    var reloadInterval: Double = 2
+
+    @Option(name: .long, help: "Serve GET /traefik/dynamic-config for Traefik's HTTP provider, with forwardAuth at this gateway URL.")
+    var traefikGatewayURL: String?
+
     func validate() throws {
         guard ListenAddress(listen) != nil else {
             throw ValidationError("--listen must be HOST:PORT with a port from 0 to 65535, not '\(listen)'")
+        }
+        guard reloadInterval >= 0, reloadInterval.isFinite else { throw ValidationError("--reload-interval must be a number of seconds, 0 or more") }
+        if let traefikGatewayURL, URL(string: traefikGatewayURL)?.host == nil || !traefikGatewayURL.hasPrefix("http") {
+            throw ValidationError("--traefik-gateway-url must be an http(s) URL, not '\(traefikGatewayURL)'")
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -56,14 +67,16 @@ struct AuthGatewayCommand: AsyncParsableCommand {
             throw ExitCode(66)
         }
 
-        let gateway = Gateway(policy: loaded.policy, store: store, logger: logger)
+        let gateway = Gateway(policy: loaded.policy, store: store, logger: logger, traefikGatewayURL: traefikGatewayURL)
+        let reloader: [any Service] = reloadInterval > 0
+            ? [PolicyReloader(path: policy, gateway: gateway, interval: .milliseconds(Int(reloadInterval * 1000)), logger: logger)] : []
         logger.info(
             "starting",
             metadata: [
                 "listen": "\(listen)", "policy": "\(loaded.files.joined(separator: ","))", "routes": "\(loaded.policy.routes.count)",
                 "db": "\(db)",
             ])
-        try await gateway.makeApplication(host: address.host, port: address.port).runService()
+        try await gateway.makeApplication(host: address.host, port: address.port, services: reloader).runService()
     }
 }
 

@@ -12,9 +12,17 @@ public struct JWTAuthenticator: CredentialAuthenticator {
     public let kind = CredentialKind.jwt
     let caches: [String: JWKSCache]
 
-    public init(issuers: [IssuerPolicy], client: HTTPClient, logger: Logger) {
+    /// - Parameter reusing: the authenticator of the previous policy, whose key caches are kept for issuers whose
+    ///   configuration did not change, so a policy reload does not refetch every JWKS.
+    public init(issuers: [IssuerPolicy], client: HTTPClient, logger: Logger, reusing previous: JWTAuthenticator? = nil) {
         var caches: [String: JWKSCache] = [:]
-        for issuer in issuers { caches[issuer.name] = JWKSCache(issuer: issuer, client: client, logger: logger) }
+        for issuer in issuers {
+            if let kept = previous?.caches[issuer.name], kept.issuer == issuer {
+                caches[issuer.name] = kept
+            } else {
+                caches[issuer.name] = JWKSCache(issuer: issuer, client: client, logger: logger)
+            }
+        }
         self.caches = caches
     }
 

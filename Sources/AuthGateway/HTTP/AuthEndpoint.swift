@@ -5,9 +5,10 @@ import NIOCore
 
 /// The forwardAuth endpoint (`/auth`, any method): turns a decision into Traefik's allow/deny answer.
 struct AuthEndpoint: Sendable {
-    let engine: DecisionEngine
+    let gateway: Gateway
 
     func respond(_ request: Request, context: GatewayRequestContext) async -> Response {
+        let engine = gateway.engine
         let decision = await engine.decide(headers: request.headers, peer: context.peerAddress)
         switch decision {
         case .allow(let allow):

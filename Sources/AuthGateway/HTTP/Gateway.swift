@@ -1,48 +1,98 @@
 import AsyncHTTPClient
 import Hummingbird
 import Logging
+import ServiceLifecycle
+import Synchronization
 import TokenStore
 
-/// The assembled gateway: policy, store, credential kinds and the HTTP application that serves them.
-public struct Gateway: Sendable {
-    public let engine: DecisionEngine
-    public let usage: LastUsedRecorder
-    public let jwt: JWTAuthenticator
-    let logger: Logger
+/// The assembled gateway: the current policy's decision engine, the store, and the HTTP application serving them.
+///
+/// The policy can be replaced while requests are served (`apply`); each request decides on one consistent policy.
+public final class Gateway: Sendable {
+    /// Everything derived from one policy, swapped as a whole.
+    struct Generation: Sendable {
+        let engine: DecisionEngine
+        let jwt: JWTAuthenticator
+        /// Traefik dynamic configuration for this policy, when the provider endpoint is on and generation succeeded.
+        let traefikConfiguration: String?
+    }
 
-    public init(policy: Policy, store: TokenStore, httpClient: HTTPClient = .shared, logger: Logger) {
-        let usage = LastUsedRecorder(store: store, logger: logger)
-        let jwt = JWTAuthenticator(issuers: policy.issuers, client: httpClient, logger: logger)
+    private let generation: Mutex<Generation>
+    private let store: TokenStore
+    private let httpClient: HTTPClient
+    private let traefikOptions: TraefikConfiguration.Options?
+    let logger: Logger
+    public let usage: LastUsedRecorder
+
+    /// - Parameter traefikGatewayURL: when set, `GET /traefik/dynamic-config` serves Traefik's dynamic configuration
+    ///   for the current policy, with forwardAuth pointing at this URL.
+    public init(policy: Policy, store: TokenStore, httpClient: HTTPClient = .shared, logger: Logger, traefikGatewayURL: String? = nil) {
+        self.store = store
+        self.httpClient = httpClient
+        self.logger = logger
+        self.usage = LastUsedRecorder(store: store, logger: logger)
+        self.traefikOptions = traefikGatewayURL.map { TraefikConfiguration.Options(gatewayURL: $0) }
+        self.generation = Mutex(
+            Self.makeGeneration(policy: policy, store: store, usage: usage, client: httpClient, logger: logger, traefik: traefikOptions, previous: nil))
+    }
+
+    public var engine: DecisionEngine { generation.withLock { $0.engine } }
+    public var jwt: JWTAuthenticator { generation.withLock { $0.jwt } }
+    var traefikConfiguration: String? { generation.withLock { $0.traefikConfiguration } }
+
+    /// Replaces the policy for every request that starts from now on.
+    public func apply(_ policy: Policy) {
+        let previous = generation.withLock { $0 }
+        let next = Self.makeGeneration(policy: policy, store: store, usage: usage, client: httpClient, logger: logger, traefik: traefikOptions, previous: previous)
+        generation.withLock { $0 = next }
+    }
+
+    private static func makeGeneration(
+        policy: Policy, store: TokenStore, usage: LastUsedRecorder, client: HTTPClient, logger: Logger,
+        traefik: TraefikConfiguration.Options?, previous: Generation?
+    ) -> Generation {
+        let jwt = JWTAuthenticator(issuers: policy.issuers, client: client, logger: logger, reusing: previous?.jwt)
         let authenticators: [any CredentialAuthenticator] = [
             APIKeyAuthenticator(store: store, keyHeader: policy.gateway.apiKeyHeader, usage: usage),
             jwt,
             PathContextAuthenticator(),
         ]
-        self.engine = DecisionEngine(policy: policy, authenticators: authenticators)
-        self.usage = usage
-        self.jwt = jwt
-        self.logger = logger
+        var traefikConfiguration = previous?.traefikConfiguration
+        if let traefik {
+            do {
+                traefikConfiguration = try TraefikConfiguration(policy: policy, options: traefik).yaml()
+            } catch {
+                logger.error("cannot generate Traefik configuration; serving the last good one", metadata: ["error": "\(error)"])
+            }
+        }
+        return Generation(engine: DecisionEngine(policy: policy, authenticators: authenticators), jwt: jwt, traefikConfiguration: traefikConfiguration)
     }
 
     /// The router with every endpoint the gateway serves.
     public func makeRouter() -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
-        let endpoint = AuthEndpoint(engine: engine)
+        let endpoint = AuthEndpoint(gateway: self)
         for method: HTTPRequest.Method in [.get, .head, .post, .put, .patch, .delete, .options] {
             router.on("/auth", method: method) { request, context in await endpoint.respond(request, context: context) }
         }
         router.get("/healthz") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: .init(string: #"{"status":"ok"}"#)))
         }
+        if traefikOptions != nil {
+            router.get("/traefik/dynamic-config") { _, context in TraefikProviderEndpoint.respond(gateway: self, context: context) }
+        }
         return router
     }
 
-    /// The HTTP application listening on `host:port`, with the batched key-usage writer running beside it.
-    public func makeApplication(host: String, port: Int, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+    /// The HTTP application listening on `host:port`, with the batched key-usage writer and any extra services
+    /// (such as the policy reloader) running beside it.
+    public func makeApplication(
+        host: String, port: Int, services: [any Service] = [], onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
         Application(
             router: makeRouter(),
             configuration: .init(address: .hostname(host, port: port), serverName: nil, reuseAddress: true),
-            services: [usage],
+            services: [usage] + services,
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
             logger: logger)
     }

@@ -57,7 +57,7 @@ public enum CredentialKind: String, Sendable, CaseIterable {
 }
 
 /// A trusted issuer of JWT access tokens and how to verify them.
-public struct IssuerPolicy: Sendable {
+public struct IssuerPolicy: Sendable, Equatable {
     public var name: String
     /// The exact `iss` value tokens must carry.
     public var issuer: String
@@ -159,6 +159,8 @@ public struct Backend: Sendable {
     public var style: Style
     /// The backend's URL, used when generating proxy configuration.
     public var url: String?
+    /// A path prefix Traefik removes (after the forwardAuth decision) before the request reaches the backend.
+    public var stripPrefix: String?
 
     public enum Style: Sendable {
         /// Identity headers only.

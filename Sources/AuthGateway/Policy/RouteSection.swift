@@ -108,8 +108,11 @@ enum RouteSection {
 
         var warnings: [String] = []
         let backend = entries["backend"].flatMap { readBackend($0, what: what, context: context, reader: reader, warnings: &warnings) }
-            ?? Backend(style: .headers, url: nil)
+            ?? Backend(style: .headers, url: nil, stripPrefix: nil)
 
+        if let strip = backend.stripPrefix, let path, path.literalPrefix != strip, !path.literalPrefix.hasPrefix(strip + "/") {
+            reader.fail(entries["backend"], "\(what).backend.strip_prefix '\(strip)' is not a prefix of the route path \(path)")
+        }
         guard reader.errors.count == errorsBefore, let path, let resource else { return nil }
         let policy = RoutePolicy(
             name: name, host: host, path: path, methods: methods, resource: resource, accept: accept, issuers: issuers,
@@ -169,16 +172,23 @@ enum RouteSection {
     private static func readBackend(
         _ node: Node, what: String, context: Context, reader: PolicyReader, warnings: inout [String]
     ) -> Backend? {
-        let allowed: Set = ["style", "url", "header", "prefix", "value_env", "value_file"]
+        let allowed: Set = ["style", "url", "strip_prefix", "header", "prefix", "value_env", "value_file"]
         guard let entries = reader.mapping(node, "\(what).backend", allowed: allowed) else { return nil }
         let url = entries["url"].flatMap { reader.url($0, "\(what).backend.url") }
+        var stripPrefix: String?
+        if let stripNode = entries["strip_prefix"], let value = reader.nonEmptyString(stripNode, "\(what).backend.strip_prefix") {
+            if !value.hasPrefix("/") || value.hasSuffix("/") || value.contains("//") || value.contains("{") || value.contains("*") {
+                reader.fail(stripNode, "\(what).backend.strip_prefix must be a literal path such as /ffmpeg, without a trailing slash")
+            }
+            stripPrefix = value
+        }
         let styleName = entries["style"].flatMap { reader.nonEmptyString($0, "\(what).backend.style") } ?? "headers"
         switch styleName {
         case "headers":
             for key in ["header", "prefix", "value_env", "value_file"] where entries[key] != nil {
                 reader.fail(entries[key], "\(what).backend.\(key) applies only to style: credential")
             }
-            return Backend(style: .headers, url: url)
+            return Backend(style: .headers, url: url, stripPrefix: stripPrefix)
         case "credential":
             let header = entries["header"].flatMap { reader.nonEmptyString($0, "\(what).backend.header") } ?? "Authorization"
             if !PolicyReader.isSafeHeaderName(header) { reader.fail(entries["header"], "\(what).backend.header: '\(header)' must be letters, digits and '-'") }
@@ -206,7 +216,7 @@ enum RouteSection {
             } else if credential.value!.contains(where: { $0.isNewline || $0 == "\0" }) {
                 reader.fail(node, "\(what).backend: the secret from \(credential.origin) contains a line break")
             }
-            return Backend(style: .credential(credential), url: url)
+            return Backend(style: .credential(credential), url: url, stripPrefix: stripPrefix)
         default:
             reader.fail(entries["style"], "\(what).backend.style must be headers or credential, not '\(styleName)'")
             return nil
