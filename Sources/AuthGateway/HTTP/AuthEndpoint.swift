@@ -8,8 +8,14 @@ struct AuthEndpoint: Sendable {
     let gateway: Gateway
 
     func respond(_ request: Request, context: GatewayRequestContext) async -> Response {
+        await respond(request, forwarded: request.headers, context: context)
+    }
+
+    /// Decides on `forwarded`, the headers describing the original request (the request's own for Traefik, nginx
+    /// and Caddy; restated ones for Envoy).
+    func respond(_ request: Request, forwarded: HTTPFields, context: GatewayRequestContext) async -> Response {
         let engine = gateway.engine
-        let decision = await engine.decide(headers: request.headers, peer: context.peerAddress)
+        let decision = await engine.decide(headers: forwarded, peer: context.peerAddress)
         switch decision {
         case .allow(let allow):
             var headers = HTTPFields()

@@ -75,6 +75,7 @@ public final class Gateway: Sendable {
         for method: HTTPRequest.Method in [.get, .head, .post, .put, .patch, .delete, .options] {
             router.on("/auth", method: method) { request, context in await endpoint.respond(request, context: context) }
         }
+        EnvoyAuthEndpoint.register(on: router, endpoint: endpoint)
         MetadataEndpoint.register(on: router, gateway: self)
         router.get("/healthz") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: .init(string: #"{"status":"ok"}"#)))

@@ -1,0 +1,42 @@
+import HTTPTypes
+import Hummingbird
+
+/// The decision endpoint for Envoy's `ext_authz` HTTP service (`/envoy/auth/<original path>`).
+///
+/// Envoy does not send `X-Forwarded-Method/-Uri/-Host`: it sends the original method, the original path after its
+/// `path_prefix`, and the original authority as `Host`. This endpoint restates them as the forwarded headers the
+/// decision engine reads (replacing any the client sent) and decides exactly as `/auth` does, including the
+/// trusted-proxy check on the Envoy peer.
+enum EnvoyAuthEndpoint {
+    static let prefix = "/envoy/auth"
+
+    static func register(on router: Router<GatewayRequestContext>, endpoint: AuthEndpoint) {
+        for method: HTTPRequest.Method in [.get, .head, .post, .put, .patch, .delete, .options] {
+            for path in [prefix, prefix + "/**"] {
+                router.on(RouterPath(path), method: method) { request, context in
+                    await endpoint.respond(request, forwarded: forwardedHeaders(of: request, peer: context.peerAddress), context: context)
+                }
+            }
+        }
+    }
+
+    static func forwardedHeaders(of request: Request, peer: IPAddress?) -> HTTPFields {
+        var headers = request.headers
+        let target = request.uri.string
+        let path = target.hasPrefix(prefix) ? String(target.dropFirst(prefix.count)) : target
+        headers[.xForwardedMethod] = request.method.rawValue
+        headers[.xForwardedUri] = path.isEmpty || path.hasPrefix("?") ? "/" + path : path
+        headers[.xForwardedHost] = request.head.authority
+        if headers[values: .xForwardedProto].isEmpty { headers[.xForwardedProto] = "http" }
+        if headers[values: .xForwardedFor].isEmpty, let peer { headers[.xForwardedFor] = peer.description }
+        return headers
+    }
+}
+
+extension HTTPField.Name {
+    static let xForwardedMethod = HTTPField.Name("X-Forwarded-Method")!
+    static let xForwardedUri = HTTPField.Name("X-Forwarded-Uri")!
+    static let xForwardedHost = HTTPField.Name("X-Forwarded-Host")!
+    static let xForwardedProto = HTTPField.Name("X-Forwarded-Proto")!
+    static let xForwardedFor = HTTPField.Name("X-Forwarded-For")!
+}
