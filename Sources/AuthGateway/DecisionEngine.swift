@@ -35,6 +35,12 @@ public struct DecisionEngine: Sendable {
         }
         let route = matched.route
 
+        // Two credentials (Authorization and the key header) could disagree; checking only one would let the
+        // other pass unchecked, so the request is refused (RFC 6750 §3.1: more than one method is invalid_request).
+        if headers[.authorization] != nil, let apiKeyHeader, headers[apiKeyHeader] != nil {
+            return .deny(Denial(kind: .ambiguousCredential, route: route, reason: "both Authorization and \(apiKeyHeader.rawName) are present"))
+        }
+
         var principal: Principal?
         for kind in route.accept {
             guard let authenticator = authenticators[kind] else {

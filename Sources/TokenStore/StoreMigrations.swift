@@ -21,6 +21,23 @@ enum StoreMigrations {
             }
             try db.create(index: "api_key_subject", on: "api_key", columns: ["subject"])
         }
+        migrator.registerMigration("v2-users-and-signing-keys") { db in
+            try db.create(table: "user") { t in
+                t.primaryKey("id", .text)
+                t.column("username", .text).notNull().unique()
+                t.column("passwordHash", .text).notNull()
+                t.column("disabled", .boolean).notNull().defaults(to: false)
+                t.column("createdAt", .datetime).notNull()
+                t.column("updatedAt", .datetime).notNull()
+            }
+            try db.create(table: "signing_key") { t in
+                t.primaryKey("kid", .text)
+                t.column("algorithm", .text).notNull()
+                t.column("privateKeyPEM", .text).notNull()
+                t.column("createdAt", .datetime).notNull()
+                t.column("retiredAt", .datetime)
+            }
+        }
         return migrator
     }
 }

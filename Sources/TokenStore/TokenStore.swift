@@ -40,12 +40,18 @@ public enum TokenStoreError: Error, CustomStringConvertible, Equatable {
     case cannotOpen(path: String, reason: String)
     case keyNotFound(id: String)
     case keyAlreadyRevoked(id: String)
+    case userExists(username: String)
+    case userNotFound(username: String)
+    case invalidValue(String)
 
     public var description: String {
         switch self {
         case .cannotOpen(let path, let reason): "cannot open token store \(path): \(reason)"
         case .keyNotFound(let id): "no API key with id \(id)"
         case .keyAlreadyRevoked(let id): "API key \(id) is already revoked"
+        case .userExists(let username): "user \(username) already exists"
+        case .userNotFound(let username): "no user named \(username)"
+        case .invalidValue(let problem): problem
         }
     }
 }

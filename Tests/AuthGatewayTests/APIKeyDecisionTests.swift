@@ -64,6 +64,23 @@ struct APIKeyDecisionTests {
         }
     }
 
+    @Test("a request with both Authorization and X-API-Key is refused, whichever of the two is valid")
+    func twoCredentialsAreRefused() async throws {
+        let fixture = try fixture()
+        let (key, _) = try fixture.issueKey(subject: "alice", scopes: ["ffmpeg"])
+        let unknown = "agk_" + String(repeating: "0", count: 64)
+        let pairs = [("Bearer garbage", key), ("Bearer \(key)", unknown), ("Bearer \(key)", key)]
+        try await fixture.withLiveServer { client in
+            for (authorization, keyHeader) in pairs {
+                try await client.execute(uri: "/auth", method: .get, headers: forwardedHeaders(uri: "/ffmpeg/x", extra: [("Authorization", authorization), ("X-API-Key", keyHeader)])) { response in
+                    #expect(response.status == .badRequest)
+                    #expect(response.json["error"] as? String == "invalid_request")
+                    #expect(response.header("X-Auth-Subject") == nil)
+                }
+            }
+        }
+    }
+
     @Test("no credential gets a 401 whose challenge points at the protected resource metadata")
     func missingCredential() async throws {
         let fixture = try fixture()

@@ -70,6 +70,23 @@ struct CommandLineTests {
         #expect(keys.first { $0["id"] as? String == oldID }?["status"] as? String == "revoked")
     }
 
+    @Test("user add reads the password from stdin, refuses a weak one with exit 64, and user list shows no hash")
+    func userCommands() throws {
+        let added = try ProcessRunner.run("authctl", ["--db", db, "user", "add", "alice", "--password-stdin"], stdin: "correct horse battery\n")
+        #expect(added.status == 0, "\(added.stderr)")
+        let weak = try ProcessRunner.run("authctl", ["--db", db, "user", "add", "bob", "--password-stdin"], stdin: "short\n")
+        #expect(weak.status == 64)
+        #expect(weak.stderr.contains("at least 10 characters"))
+        let twice = try ProcessRunner.run("authctl", ["--db", db, "user", "add", "alice", "--password-stdin"], stdin: "correct horse battery\n")
+        #expect(twice.status == 1)
+        #expect(twice.stderr.contains("already exists"))
+        let listed = try ProcessRunner.run("authctl", ["--db", db, "user", "list", "--json"])
+        #expect(listed.stdout.contains("alice") && !listed.stdout.contains("$2"))
+        let noTerminal = try ProcessRunner.run("authctl", ["--db", db, "user", "add", "carol"])
+        #expect(noTerminal.status == 64)
+        #expect(noTerminal.stderr.contains("--password-stdin"))
+    }
+
     static let badArgumentCases: [([String], String)] = [
         (["issue-key", "--scopes", "a"], "--subject"),
         (["issue-key", "--subject", "alice", "--expires", "90x"], "--expires"),

@@ -25,6 +25,8 @@ public struct Denial: Sendable, Equatable {
         case forbidden
         /// 400: the forwarded request is malformed or ambiguous.
         case badRequest
+        /// 400 `invalid_request`: the request carries more than one credential.
+        case ambiguousCredential
         /// 403: the peer is not a trusted proxy, or no route matches.
         case untrusted
         /// 503: a dependency needed to decide is down; never an allow.

@@ -30,6 +30,10 @@ public struct DenialResponse: Sendable, Equatable {
             status = 403
             challenge = nil
             body = Self.body(error: "access_denied", description: "The credential is not allowed to access this resource.")
+        case .ambiguousCredential:
+            status = 400
+            challenge = Self.challenge(gateway: gateway, route: route, error: "invalid_request", scopes: scopes)
+            body = Self.body(error: "invalid_request", description: "The request carries more than one credential.")
         case .badRequest:
             status = 400
             challenge = nil

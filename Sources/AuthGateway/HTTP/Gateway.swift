@@ -32,6 +32,12 @@ public final class Gateway: Sendable {
         self.logger = logger
         self.usage = LastUsedRecorder(store: store, logger: logger)
         self.traefikOptions = traefikGatewayURL.map { TraefikConfiguration.Options(gatewayURL: $0) }
+        do {
+            // The first start generates the authorization server's signing key, so its JWKS is never empty.
+            _ = try store.currentSigningKey()
+        } catch {
+            logger.error("cannot create the signing key", metadata: ["error": "\(error)"])
+        }
         self.generation = Mutex(
             Self.makeGeneration(policy: policy, store: store, usage: usage, client: httpClient, logger: logger, traefik: traefikOptions, previous: nil))
     }
@@ -77,6 +83,7 @@ public final class Gateway: Sendable {
         }
         EnvoyAuthEndpoint.register(on: router, endpoint: endpoint)
         MetadataEndpoint.register(on: router, gateway: self)
+        SigningKeySetEndpoint.register(on: router, store: store)
         router.get("/healthz") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: .init(string: #"{"status":"ok"}"#)))
         }

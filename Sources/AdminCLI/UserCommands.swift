@@ -1,0 +1,139 @@
+import ArgumentParser
+import Foundation
+import TokenStore
+
+/// `authctl user …`: people who log in to the built-in authorization server.
+struct UserCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "user", abstract: "Manage users of the built-in authorization server.",
+        subcommands: [Add.self, Passwd.self, Disable.self, Enable.self, List.self])
+
+    /// Reads the password: one line from standard input with `--password-stdin`, else a prompt on a terminal.
+    static func readPassword(fromStdin: Bool) throws -> String {
+        if fromStdin {
+            guard let line = readLine(strippingNewline: true) else { throw ValidationError("--password-stdin: no password on standard input") }
+            return line
+        }
+        guard isatty(STDIN_FILENO) == 1, let first = getpass("Password: ").map({ String(cString: $0) }),
+            let second = getpass("Repeat password: ").map({ String(cString: $0) })
+        else { throw ValidationError("no terminal to ask for the password: pass it with --password-stdin") }
+        guard first == second else { throw ValidationError("the two passwords differ") }
+        return first
+    }
+
+    /// Reads and checks a password, exiting 64 with the rule it breaks.
+    static func newPassword(fromStdin: Bool) throws -> String {
+        let password = try readPassword(fromStdin: fromStdin)
+        if let problem = Credentials.passwordProblem(password) {
+            CLIOutput.error(problem)
+            throw ExitCode(64)
+        }
+        return password
+    }
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a user (password hashed with bcrypt).")
+        @ParentCommand var root: AuthCtl
+        @Argument(help: "User name (letters, digits, '.', '_', '@', '-').") var username: String
+        @Flag(help: "Read the password from standard input instead of prompting.") var passwordStdin = false
+
+        func validate() throws {
+            if let problem = Credentials.usernameProblem(username) { throw ValidationError(problem) }
+        }
+
+        func run() async throws {
+            let store = try root.openStore()
+            let password = try UserCommand.newPassword(fromStdin: passwordStdin)
+            let user = try CLIOutput.refusing { try store.addUser(username: username, password: password) }
+            print("added user \(user.username) (\(user.id))")
+        }
+    }
+
+    struct Passwd: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set a user's password.")
+        @ParentCommand var root: AuthCtl
+        @Argument(help: "User name.") var username: String
+        @Flag(help: "Read the password from standard input instead of prompting.") var passwordStdin = false
+
+        func run() async throws {
+            let store = try root.openStore()
+            let password = try UserCommand.newPassword(fromStdin: passwordStdin)
+            try CLIOutput.refusing { try store.setPassword(username: username, password: password) }
+            print("password changed for \(username)")
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop a user from logging in.")
+        @ParentCommand var root: AuthCtl
+        @Argument(help: "User name.") var username: String
+
+        func run() async throws {
+            let store = try root.openStore()
+            try CLIOutput.refusing { try store.setDisabled(username: username, true) }
+            print("disabled \(username)")
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Allow a disabled user to log in again.")
+        @ParentCommand var root: AuthCtl
+        @Argument(help: "User name.") var username: String
+
+        func run() async throws {
+            let store = try root.openStore()
+            try CLIOutput.refusing { try store.setDisabled(username: username, false) }
+            print("enabled \(username)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List users (never their password hashes).")
+        @ParentCommand var root: AuthCtl
+        @Flag(help: "Print a JSON array.") var json = false
+
+        func run() async throws {
+            let users = try root.openStore().listUsers()
+            if json {
+                CLIOutput.json(users.map { ["id": $0.id, "username": $0.username, "disabled": $0.disabled, "created_at": CLIOutput.timestamp($0.createdAt)] as [String: Any] })
+            } else {
+                for user in users { print("\(user.id)  \(user.username)\(user.disabled ? "  (disabled)" : "")") }
+            }
+        }
+    }
+}
+
+/// `authctl signing-key …`: the built-in authorization server's token signing keys.
+struct SigningKeyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "signing-key", abstract: "Rotate or list the keys access tokens are signed with.",
+        subcommands: [Rotate.self, List.self])
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new current signing key; the previous one stays published so its tokens keep verifying.")
+        @ParentCommand var root: AuthCtl
+
+        func run() async throws {
+            let key = try root.openStore().rotateSigningKey()
+            print("current signing key is now \(key.kid)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List signing keys (never the private keys).")
+        @ParentCommand var root: AuthCtl
+        @Flag(help: "Print a JSON array.") var json = false
+
+        func run() async throws {
+            let keys = try root.openStore().listSigningKeys()
+            let rows = keys.enumerated().map { index, key -> [String: Any] in
+                let status = key.retiredAt == nil ? "current" : (index == 1 ? "previous (published)" : "retired")
+                return ["kid": key.kid, "algorithm": key.algorithm, "status": status, "created_at": CLIOutput.timestamp(key.createdAt)]
+            }
+            if json { CLIOutput.json(rows) } else {
+                for row in rows { print("\(row["kid"]!)  \(row["algorithm"]!)  \(row["status"]!)") }
+            }
+        }
+    }
+}

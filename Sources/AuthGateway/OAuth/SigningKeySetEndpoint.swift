@@ -1,0 +1,23 @@
+import Foundation
+import Hummingbird
+import TokenStore
+
+/// `GET /oauth/jwks.json`: the public keys of the built-in authorization server (current and previous), so any
+/// verifier, including this gateway's own `jwt` credential kind, can check the access tokens it signs.
+enum SigningKeySetEndpoint {
+    static let path = "/oauth/jwks.json"
+
+    static func register(on router: Router<GatewayRequestContext>, store: TokenStore) {
+        router.get(RouterPath(path)) { _, context in
+            do {
+                let keys = try store.publishedSigningKeys().map { try $0.publicJWK }
+                let data = try JSONSerialization.data(withJSONObject: ["keys": keys], options: [.sortedKeys])
+                return MetadataEndpoint.json(String(decoding: data, as: UTF8.self), status: .ok)
+            } catch {
+                context.logger.error("cannot publish signing keys", metadata: ["error": "\(error)"])
+                return MetadataEndpoint.json(#"{"error":"temporarily_unavailable"}"#, status: .serviceUnavailable)
+            }
+        }
+        router.on(RouterPath(path), method: .options) { _, _ in MetadataEndpoint.preflight() }
+    }
+}

@@ -1,0 +1,73 @@
+import Foundation
+import GRDB
+import HummingbirdBcrypt
+
+extension TokenStore {
+    /// Adds a user with a bcrypt-hashed password.
+    @discardableResult
+    public func addUser(username: String, password: String, now: Date = Date()) throws -> User {
+        if let problem = Credentials.usernameProblem(username) { throw TokenStoreError.invalidValue(problem) }
+        if let problem = Credentials.passwordProblem(password) { throw TokenStoreError.invalidValue(problem) }
+        let hash = Bcrypt.hash(password, cost: Credentials.bcryptCost)
+        return try database.write { db in
+            guard try User.filter(Column("username") == username).fetchCount(db) == 0 else {
+                throw TokenStoreError.userExists(username: username)
+            }
+            let user = User(id: RecordID.make(prefix: "usr_"), username: username, passwordHash: hash, disabled: false, createdAt: now, updatedAt: now)
+            try user.insert(db)
+            return user
+        }
+    }
+
+    public func user(named username: String) throws -> User? {
+        try database.read { db in try User.filter(Column("username") == username).fetchOne(db) }
+    }
+
+    public func listUsers() throws -> [User] {
+        try database.read { db in try User.order(Column("username")).fetchAll(db) }
+    }
+
+    /// Replaces a user's password.
+    @discardableResult
+    public func setPassword(username: String, password: String, now: Date = Date()) throws -> User {
+        if let problem = Credentials.passwordProblem(password) { throw TokenStoreError.invalidValue(problem) }
+        let hash = Bcrypt.hash(password, cost: Credentials.bcryptCost)
+        return try updateUser(username) { user in
+            user.passwordHash = hash
+            user.updatedAt = now
+        }
+    }
+
+    /// Disables (or re-enables) a user; a disabled user cannot log in.
+    @discardableResult
+    public func setDisabled(username: String, _ disabled: Bool, now: Date = Date()) throws -> User {
+        try updateUser(username) { user in
+            user.disabled = disabled
+            user.updatedAt = now
+        }
+    }
+
+    /// The user if `password` is theirs and they are not disabled. Unknown users cost a hash too, so the answer
+    /// time does not tell whether a user exists.
+    public func authenticateUser(username: String, password: String) throws -> User? {
+        guard let user = try user(named: username) else {
+            _ = Bcrypt.verify(password, hash: Self.decoyHash)
+            return nil
+        }
+        guard user.verifyPassword(password), !user.disabled else { return nil }
+        return user
+    }
+
+    private static let decoyHash = Bcrypt.hash("decoy password for timing", cost: Credentials.bcryptCost)
+
+    private func updateUser(_ username: String, _ change: (inout User) -> Void) throws -> User {
+        try database.write { db in
+            guard var user = try User.filter(Column("username") == username).fetchOne(db) else {
+                throw TokenStoreError.userNotFound(username: username)
+            }
+            change(&user)
+            try user.update(db)
+            return user
+        }
+    }
+}
