@@ -5,11 +5,30 @@ public struct MatchedRoute: Sendable {
 }
 
 /// Finds the first route, in policy order, whose host, method and path template match a forwarded request.
+///
+/// Routes are indexed by their first path segment, so a request is compared only with the routes that start with
+/// its first segment plus those that start with a capture or tail; first-match order is kept within that list.
 public struct RouteMatcher: Sendable {
     public let routes: [RoutePolicy]
+    /// For each literal first segment: the indices of the routes that can match a path starting with it, in order.
+    private let candidatesByFirstSegment: [String: [Int]]
+    /// The indices of routes whose first segment is not a literal (capture, tail, or the root template), in order.
+    private let otherCandidates: [Int]
 
     public init(routes: [RoutePolicy]) {
         self.routes = routes
+        var literal: [String: [Int]] = [:]
+        var other: [Int] = []
+        for (index, route) in routes.enumerated() {
+            if case .literal(let first)? = route.path.segments.first {
+                literal[first, default: []].append(index)
+            } else {
+                other.append(index)
+            }
+        }
+        // Merge the non-literal routes into every literal list so each list alone keeps the policy order.
+        self.candidatesByFirstSegment = literal.mapValues { ($0 + other).sorted() }
+        self.otherCandidates = other
     }
 
     /// The outcome of matching.
@@ -21,7 +40,9 @@ public struct RouteMatcher: Sendable {
     }
 
     public func match(_ request: ForwardedRequest) -> Outcome {
-        for route in routes {
+        let first = request.pathSegments.first.map(String.init) ?? ""
+        for index in candidatesByFirstSegment[first] ?? otherCandidates {
+            let route = routes[index]
             if let host = route.host, host != request.host { continue }
             if let methods = route.methods, !methods.contains(request.method) { continue }
             guard let raw = route.path.match(request.pathSegments[...]) else { continue }

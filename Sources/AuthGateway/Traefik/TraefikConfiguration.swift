@@ -70,9 +70,10 @@ public struct TraefikConfiguration: Sendable {
         var services: [String: Any] = [
             "authgateway": ["loadBalancer": ["servers": [["url": options.gatewayURL]], "passHostHeader": true]]
         ]
-        // Discovery metadata must never sit behind auth, or MCP clients fail with a 401 on the well-known URL.
+        // Discovery metadata and the authorization server's own endpoints must never sit behind auth, or MCP
+        // clients fail with a 401 on the well-known URL.
         routers["authgateway-well-known"] = [
-            "rule": "PathPrefix(`/.well-known/oauth-protected-resource`) || PathPrefix(`/.well-known/oauth-authorization-server`) || PathPrefix(`/.well-known/openid-configuration`)",
+            "rule": "PathPrefix(`/.well-known/oauth-protected-resource`) || PathPrefix(`/.well-known/oauth-authorization-server`) || PathPrefix(`/.well-known/openid-configuration`) || PathPrefix(`/oauth/`)",
             "entryPoints": options.entryPoints, "service": "authgateway", "priority": Self.gatewayPriority,
         ] as [String: Any]
 
