@@ -8,11 +8,17 @@ public struct APIKeyAuthenticator: CredentialAuthenticator {
     let store: TokenStore
     let keyHeader: HTTPField.Name?
     let usage: LastUsedRecorder
+    let cache: APIKeyCache
 
     public init(store: TokenStore, keyHeader: String?, usage: LastUsedRecorder) {
+        self.init(store: store, keyHeader: keyHeader, usage: usage, cache: APIKeyCache())
+    }
+
+    init(store: TokenStore, keyHeader: String?, usage: LastUsedRecorder, cache: APIKeyCache) {
         self.store = store
         self.keyHeader = keyHeader.flatMap { HTTPField.Name($0) }
         self.usage = usage
+        self.cache = cache
     }
 
     public func authenticate(_ request: ForwardedRequest, route: MatchedRoute) async -> AuthenticationOutcome {
@@ -20,9 +26,16 @@ public struct APIKeyAuthenticator: CredentialAuthenticator {
         guard let candidate = candidate, APIKeySecret.hasKeyShape(candidate) else {
             return .invalid(reason: "API key header holds something that is not an AuthGateway key")
         }
+        let digest = APIKeySecret.digest(of: candidate)
         let key: APIKey?
         do {
-            key = try await store.findKey(digest: APIKeySecret.digest(of: candidate))
+            let version = try store.changeCounter()
+            if let cached = cache.lookup(digest, version: version) {
+                key = cached
+            } else {
+                key = try await store.findKey(digest: digest)
+                cache.store(key, for: digest, version: version)
+            }
         } catch {
             return .unavailable(reason: "token store lookup failed: \(error)")
         }

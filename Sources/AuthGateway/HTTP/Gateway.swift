@@ -23,6 +23,8 @@ public final class Gateway: Sendable {
     private let traefikOptions: TraefikConfiguration.Options?
     let logger: Logger
     public let usage: LastUsedRecorder
+    /// Outlives policy reloads: the keys do not change with the policy.
+    private let keyCache = APIKeyCache()
 
     /// - Parameter traefikGatewayURL: when set, `GET /traefik/dynamic-config` serves Traefik's dynamic configuration
     ///   for the current policy, with forwardAuth pointing at this URL.
@@ -39,7 +41,7 @@ public final class Gateway: Sendable {
             logger.error("cannot create the signing key", metadata: ["error": "\(error)"])
         }
         self.generation = Mutex(
-            Self.makeGeneration(policy: policy, store: store, usage: usage, client: httpClient, logger: logger, traefik: traefikOptions, previous: nil))
+            Self.makeGeneration(policy: policy, store: store, usage: usage, keyCache: keyCache, client: httpClient, logger: logger, traefik: traefikOptions, previous: nil))
     }
 
     public var engine: DecisionEngine { generation.withLock { $0.engine } }
@@ -49,17 +51,17 @@ public final class Gateway: Sendable {
     /// Replaces the policy for every request that starts from now on.
     public func apply(_ policy: Policy) {
         let previous = generation.withLock { $0 }
-        let next = Self.makeGeneration(policy: policy, store: store, usage: usage, client: httpClient, logger: logger, traefik: traefikOptions, previous: previous)
+        let next = Self.makeGeneration(policy: policy, store: store, usage: usage, keyCache: keyCache, client: httpClient, logger: logger, traefik: traefikOptions, previous: previous)
         generation.withLock { $0 = next }
     }
 
     private static func makeGeneration(
-        policy: Policy, store: TokenStore, usage: LastUsedRecorder, client: HTTPClient, logger: Logger,
+        policy: Policy, store: TokenStore, usage: LastUsedRecorder, keyCache: APIKeyCache, client: HTTPClient, logger: Logger,
         traefik: TraefikConfiguration.Options?, previous: Generation?
     ) -> Generation {
         let jwt = JWTAuthenticator(issuers: policy.issuers, client: client, logger: logger, reusing: previous?.jwt)
         let authenticators: [any CredentialAuthenticator] = [
-            APIKeyAuthenticator(store: store, keyHeader: policy.gateway.apiKeyHeader, usage: usage),
+            APIKeyAuthenticator(store: store, keyHeader: policy.gateway.apiKeyHeader, usage: usage, cache: keyCache),
             jwt,
             PathContextAuthenticator(),
         ]
