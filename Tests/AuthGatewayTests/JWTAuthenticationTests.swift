@@ -524,3 +524,50 @@ private final class ReservedPort: Sendable {
 
     func release() { _ = close(descriptor) }
 }
+
+// MARK: Verified-token cache
+
+extension JWTAuthenticationTests {
+    @Test("A token verified before stops working as soon as its key leaves the issuer's JWKS")
+    func cachedTokenFollowsKeyRotation() async throws {
+        let issuer = Issuers.corp
+        try await withJWKSServer(serving: issuer.jwks()) { endpoint, jwksURL in
+            let fixture = try GatewayFixture(policy: jwtPolicy(jwksURL: jwksURL, ttl: "0s"))
+            let token = try issuer.es256(issuer.claims())
+            for _ in 0..<3 { #expect(try await send(fixture, bearer: token).status == .ok) }
+            endpoint.serve(Issuers.rotated.jwks())
+            expectInvalidToken(try await send(fixture, bearer: token))
+        }
+    }
+
+    @Test("A token verified for one route is checked again against another route's audience")
+    func cachedTokenIsCheckedPerRoute() async throws {
+        let issuer = Issuers.corp
+        try await withJWKSServer(serving: issuer.jwks()) { _, jwksURL in
+            let policy = testPolicy(
+                issuers: "issuers:\n  corp: { issuer: \"\(issuerURL)\", jwks_url: \"\(jwksURL)\", algorithms: [ES256] }",
+                routes: """
+                      - { name: ffmpeg, match: { path: "/ffmpeg/**" }, accept: [jwt] }
+                      - { name: other, match: { path: "/other/**" }, accept: [jwt] }
+                    """)
+            let fixture = try GatewayFixture(policy: policy)
+            let token = try issuer.es256(issuer.claims(audience: "https://mcp.example.com/ffmpeg"))
+            for _ in 0..<2 {
+                #expect(try await send(fixture, bearer: token, uri: "/ffmpeg/tools").status == .ok)
+                #expect(try await send(fixture, bearer: token, uri: "/other/tools").status == .unauthorized)
+            }
+        }
+    }
+
+    @Test("A cached token still fails closed when its issuer stays unreachable beyond the stale limit")
+    func cachedTokenFailsClosedWhenIssuerIsGone() async throws {
+        let issuer = Issuers.corp
+        try await withJWKSServer(serving: issuer.jwks()) { endpoint, jwksURL in
+            let fixture = try GatewayFixture(policy: jwtPolicy(jwksURL: jwksURL, ttl: "0s", stale: "0s"))
+            let token = try issuer.es256(issuer.claims())
+            #expect(try await send(fixture, bearer: token).status == .ok)
+            endpoint.goDown()
+            expectUnavailable(try await send(fixture, bearer: token))
+        }
+    }
+}

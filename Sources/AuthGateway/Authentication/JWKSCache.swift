@@ -3,6 +3,7 @@ import Foundation
 import JWTKit
 import Logging
 import NIOCore
+import Synchronization
 
 /// The signing keys of one issuer, fetched from its JWKS and refreshed under the issuer's rules.
 ///
@@ -11,7 +12,8 @@ import NIOCore
 actor JWKSCache {
     /// The result of asking for the key that verifies a token.
     enum Lookup {
-        case verifier(JWTKeyCollection)
+        /// The verifier and the generation of the key set it came from.
+        case verifier(JWTKeyCollection, generation: Int)
         case unknownKey
         case unavailable(String)
     }
@@ -29,6 +31,9 @@ actor JWKSCache {
     private var lastFailure = "never fetched"
     private var verifiers: [String: JWTKeyCollection] = [:]
     private var inflight: Task<Void, Never>?
+    /// Unique across all caches and policy reloads, so a verification result can never be matched to another key set.
+    private var generation = 0
+    private static let generations = Atomic<Int>(0)
     /// How many JWKS fetches were attempted, for tests and metrics.
     private(set) var fetchCount = 0
 
@@ -42,16 +47,26 @@ actor JWKSCache {
     /// pinned to `alg`, which the caller has checked against the issuer's allow-list.
     func verifier(kid: String?, alg: String) async -> Lookup {
         let now = ContinuousClock.now
-        if isDue(now) { await refresh() }
-        guard let lastSuccess, lastSuccess >= now || now - lastSuccess <= .seconds(issuer.jwksCacheTTL + issuer.jwksStaleLimit) else {
+        guard let generation = await usableGeneration(now: now) else {
             return .unavailable("JWKS of issuer \(issuer.name) unavailable: \(lastFailure)")
         }
-        if let verifier = await cachedVerifier(kid: kid, alg: alg) { return .verifier(verifier) }
+        if let verifier = await cachedVerifier(kid: kid, alg: alg) { return .verifier(verifier, generation: generation) }
         if kid != nil, lastAttempt.map({ now - $0 >= .seconds(issuer.jwksMinRefreshInterval) }) ?? true {
             await refresh()
-            if let verifier = await cachedVerifier(kid: kid, alg: alg) { return .verifier(verifier) }
+            if let verifier = await cachedVerifier(kid: kid, alg: alg) { return .verifier(verifier, generation: self.generation) }
         }
         return .unknownKey
+    }
+
+    /// The generation of the key set in force, refreshing it when due; nil when no usable key set exists (never
+    /// fetched, or the issuer has been unreachable for longer than the stale limit). A token verified under this
+    /// generation stays verified for as long as the generation does not change.
+    func usableGeneration(now: ContinuousClock.Instant = .now) async -> Int? {
+        if isDue(now) { await refresh() }
+        guard let lastSuccess, lastSuccess >= now || now - lastSuccess <= .seconds(issuer.jwksCacheTTL + issuer.jwksStaleLimit) else {
+            return nil
+        }
+        return generation
     }
 
     private func isDue(_ now: ContinuousClock.Instant) -> Bool {
@@ -80,6 +95,12 @@ actor JWKSCache {
         }
         verifiers[cacheKey] = collection
         return collection
+    }
+
+    /// What identifies a key for generation changes: a re-fetch of the same keys keeps verified tokens valid.
+    private static func fingerprint(_ key: JWK) -> String {
+        [key.keyIdentifier?.string, key.keyType.rawValue, key.algorithm?.rawValue, key.curve?.rawValue, key.modulus, key.exponent, key.x, key.y]
+            .map { $0 ?? "-" }.joined(separator: "|")
     }
 
     /// Whether a JWK can verify `alg`: matching key type and curve, and its own `alg`, if any, equal to `alg`.
@@ -114,6 +135,9 @@ actor JWKSCache {
             let url = try await jwksURL()
             let document = try await get(url)
             let fetched = try Self.parseKeySet(document)
+            if fetched.map(Self.fingerprint) != keys.map(Self.fingerprint) || generation == 0 {
+                generation = Self.generations.add(1, ordering: .relaxed).newValue
+            }
             keys = fetched
             verifiers = [:]
             lastSuccess = .now

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Crypto
 import Foundation
 import JWTKit
 import Logging
@@ -11,6 +12,7 @@ import Logging
 public struct JWTAuthenticator: CredentialAuthenticator {
     public let kind = CredentialKind.jwt
     let caches: [String: JWKSCache]
+    let verified: VerifiedTokenCache
 
     /// - Parameter reusing: the authenticator of the previous policy, whose key caches are kept for issuers whose
     ///   configuration did not change, so a policy reload does not refetch every JWKS.
@@ -24,6 +26,7 @@ public struct JWTAuthenticator: CredentialAuthenticator {
             }
         }
         self.caches = caches
+        self.verified = previous?.verified ?? VerifiedTokenCache()
     }
 
     /// How many JWKS fetches the named issuer's cache has made.
@@ -35,6 +38,15 @@ public struct JWTAuthenticator: CredentialAuthenticator {
         guard case .token(let token) = BearerToken.read(from: request.headers) else { return .absent }
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3 else { return .absent }
+        let digest = Data(SHA256.hash(data: Data(token.utf8)))
+        if let entry = verified.lookup(digest), route.route.issuers.contains(entry.issuer), let cache = caches[entry.issuer] {
+            guard let generation = await cache.usableGeneration() else {
+                return .unavailable(reason: "JWKS of issuer \(entry.issuer) unavailable")
+            }
+            if generation == entry.generation {
+                return Self.principal(from: entry.claims, issuer: cache.issuer, route: route.route, now: Date().timeIntervalSince1970)
+            }
+        }
         guard let header = Base64URL.decodeJSONObject(parts[0]), let alg = header["alg"] as? String else {
             return .invalid(reason: "malformed JWT header")
         }
@@ -52,8 +64,11 @@ public struct JWTAuthenticator: CredentialAuthenticator {
         guard issuer.algorithms.contains(alg) else { return .invalid(reason: "JWT alg '\(alg)' is not allowed for issuer \(issuer.name)") }
 
         let verifier: JWTKeyCollection
+        let generation: Int
         switch await cache.verifier(kid: header["kid"] as? String, alg: alg) {
-        case .verifier(let found): verifier = found
+        case .verifier(let found, let foundGeneration):
+            verifier = found
+            generation = foundGeneration
         case .unknownKey: return .invalid(reason: "JWT kid is not in the JWKS of issuer \(issuer.name)")
         case .unavailable(let why): return .unavailable(reason: why)
         }
@@ -63,6 +78,7 @@ public struct JWTAuthenticator: CredentialAuthenticator {
         } catch {
             return .invalid(reason: "JWT signature does not verify")
         }
+        verified.store(claims, issuer: issuer.name, generation: generation, for: digest)
         return Self.principal(from: claims, issuer: issuer, route: route.route, now: Date().timeIntervalSince1970)
     }
 
