@@ -5,7 +5,7 @@ import Foundation
 /// `authctl policy …`: policy tools.
 struct PolicyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "policy", abstract: "Check policy files.", subcommands: [Check.self])
+        commandName: "policy", abstract: "Check policy files and explain decisions.", subcommands: [Check.self, PolicyExplain.self])
 
     /// `authctl policy check FILE`: the same validation the server runs at start.
     struct Check: AsyncParsableCommand {

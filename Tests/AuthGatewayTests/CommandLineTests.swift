@@ -115,6 +115,21 @@ struct CommandLineTests {
         #expect(bad.stderr.contains("\(broken.path):7: route 'a'.accept: unknown credential kind 'apikey'"))
     }
 
+    @Test("policy explain names the matching route and, with a key, the decision and its reason, never a secret")
+    func policyExplain() throws {
+        let issued = try json(try ProcessRunner.run("authctl", ["--db", db, "issue-key", "--subject", "alice", "--scopes", "memory,trello", "--json"]).stdout)
+        let key = try #require(issued["key"] as? String)
+        let mismatch = try ProcessRunner.run("authctl", ["--db", db, "policy", "explain", "--url", "https://mcp.example.com/openmemory/claude/sse/bob", "--authorization", "Bearer \(key)"])
+        #expect(mismatch.status == 0, "\(mismatch.stderr)")
+        #expect(mismatch.stdout.contains("route: openmemory (policies/example.yaml:"))
+        #expect(mismatch.stdout.contains("decision: deny (403): path {user_id} does not equal the principal's subject"))
+        let swap = try ProcessRunner.run("authctl", ["--db", db, "policy", "explain", "--url", "https://mcp.example.com/trello/boards", "--api-key", key], environment: ["TRELLO_TOKEN": "s3cret-trello"])
+        #expect(swap.stdout.contains("decision: allow (200)"))
+        #expect(!swap.stdout.contains("s3cret-trello") && !swap.stdout.contains(key))
+        let none = try ProcessRunner.run("authctl", ["policy", "explain", "--url", "https://mcp.example.com/elsewhere"])
+        #expect(none.stdout.contains("no route matches"))
+    }
+
     @Test("the server does not start on an invalid policy and says where the error is")
     func serverRefusesInvalidPolicy() throws {
         let broken = directory.appendingPathComponent("broken.yaml")
