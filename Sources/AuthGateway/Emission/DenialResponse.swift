@@ -66,10 +66,10 @@ public struct DenialResponse: Sendable, Equatable {
         return "Bearer " + parameters.joined(separator: ", ")
     }
 
+    /// Every value here is a constant of this file or a scope name the policy loader has checked for quotes and
+    /// backslashes, so plain interpolation is valid JSON and spares a serializer on the denial path.
     private static func body(error: String, description: String, scope: String? = nil) -> String {
-        var object = ["error": error, "error_description": description]
-        if let scope { object["scope"] = scope }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
+        let scopeMember = scope.map { #","scope":"\#($0)""# } ?? ""
+        return #"{"error":"\#(error)","error_description":"\#(description)"\#(scopeMember)}"#
     }
 }
