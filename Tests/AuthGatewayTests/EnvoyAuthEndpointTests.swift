@@ -21,16 +21,19 @@ struct EnvoyAuthEndpointTests {
         let (key, _) = try fixture.issueKey(subject: "alice", scopes: ["ffmpeg"])
         try await fixture.withLiveServer { client in
             let port = try #require(client.port)
-            let allowed = try await ask(port: port, method: .POST, path: "/envoy/auth/ffmpeg/v1/tools?x=1", headers: [("Host", "mcp.example.com"), ("Authorization", "Bearer \(key)")])
+            let allowed = try await ask(port: port, method: .POST, path: "/envoy/auth/ffmpeg/v1/tools?x=1", headers: [("Host", "mcp.example.com"), ("X-Forwarded-For", "203.0.113.9"), ("Authorization", "Bearer \(key)")])
             #expect(allowed.status == .ok)
             #expect(allowed.headers.first(name: "X-Auth-Subject") == "alice")
             #expect(allowed.headers.first(name: "X-Auth-Route") == "ffmpeg")
 
-            let spoofed = try await ask(port: port, method: .GET, path: "/envoy/auth/trello/boards", headers: [("Host", "mcp.example.com"), ("Authorization", "Bearer \(key)"), ("X-Forwarded-Uri", "/ffmpeg/ok")])
+            let spoofed = try await ask(port: port, method: .GET, path: "/envoy/auth/trello/boards", headers: [("Host", "mcp.example.com"), ("X-Forwarded-For", "203.0.113.9"), ("Authorization", "Bearer \(key)"), ("X-Forwarded-Uri", "/ffmpeg/ok")])
             #expect(spoofed.status == .forbidden, "the trello route needs scope trello; the made-up URI must not count")
             #expect(spoofed.headers.first(name: "WWW-Authenticate")?.contains("insufficient_scope") == true)
 
-            let anonymous = try await ask(port: port, method: .GET, path: "/envoy/auth/ffmpeg/x", headers: [("Host", "mcp.example.com")])
+            let withoutClientAddress = try await ask(port: port, method: .GET, path: "/envoy/auth/ffmpeg/x", headers: [("Host", "mcp.example.com"), ("Authorization", "Bearer \(key)")])
+            #expect(withoutClientAddress.status == .badRequest, "without x-forwarded-for the client address is unknown")
+
+            let anonymous = try await ask(port: port, method: .GET, path: "/envoy/auth/ffmpeg/x", headers: [("Host", "mcp.example.com"), ("X-Forwarded-For", "203.0.113.9")])
             #expect(anonymous.status == .unauthorized)
             #expect(anonymous.headers.first(name: "WWW-Authenticate")?.contains("resource_metadata=") == true)
         }

@@ -6,7 +6,9 @@ import Hummingbird
 /// Envoy does not send `X-Forwarded-Method/-Uri/-Host`: it sends the original method, the original path after its
 /// `path_prefix`, and the original authority as `Host`. This endpoint restates them as the forwarded headers the
 /// decision engine reads (replacing any the client sent) and decides exactly as `/auth` does, including the
-/// trusted-proxy check on the Envoy peer.
+/// trusted-proxy check on the Envoy peer. The client address must come from Envoy's `x-forwarded-for`
+/// (`use_remote_address: true` and the header in `allowed_headers`); without it the request is refused rather than
+/// taking Envoy's own address for the client's.
 enum EnvoyAuthEndpoint {
     static let prefix = "/envoy/auth"
 
@@ -14,13 +16,13 @@ enum EnvoyAuthEndpoint {
         for method: HTTPRequest.Method in [.get, .head, .post, .put, .patch, .delete, .options] {
             for path in [prefix, prefix + "/**"] {
                 router.on(RouterPath(path), method: method) { request, context in
-                    await endpoint.respond(request, forwarded: forwardedHeaders(of: request, peer: context.peerAddress), context: context)
+                    await endpoint.respond(request, forwarded: forwardedHeaders(of: request), context: context)
                 }
             }
         }
     }
 
-    static func forwardedHeaders(of request: Request, peer: IPAddress?) -> HTTPFields {
+    static func forwardedHeaders(of request: Request) -> HTTPFields {
         var headers = request.headers
         let target = request.uri.string
         let path = target.hasPrefix(prefix) ? String(target.dropFirst(prefix.count)) : target
@@ -28,7 +30,6 @@ enum EnvoyAuthEndpoint {
         headers[.xForwardedUri] = path.isEmpty || path.hasPrefix("?") ? "/" + path : path
         headers[.xForwardedHost] = request.head.authority
         if headers[values: .xForwardedProto].isEmpty { headers[.xForwardedProto] = "http" }
-        if headers[values: .xForwardedFor].isEmpty, let peer { headers[.xForwardedFor] = peer.description }
         return headers
     }
 }
