@@ -25,7 +25,11 @@ public final class TokenStore: Sendable {
         }
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
+        // Few readers, each with a small page cache: lookups are single index probes, and every reader connection
+        // costs memory whether used or not (RSS with a million keys stays low).
+        configuration.maximumReaderCount = 2
         configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA cache_size = -1024")
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
         }
         do {

@@ -41,6 +41,18 @@ struct RouteMatcherTests {
         #expect(try match(matcher, "/b/x") == nil)
     }
 
+    @Test("the segment tree finds exactly the templates a linear scan would match", arguments: [
+        "/", "/a", "/a/", "/a/b", "/a/b/c", "/x/b", "/a/x/c", "/a/b/c/d", "/q",
+    ])
+    func treeAgreesWithScan(_ uri: String) throws {
+        let templates = ["/", "/**", "/a", "/a/**", "/a/b", "/{x}/b", "/a/{y}/c", "/{x}/{y}/**", "/a/b/c", "/{only}"]
+        let routes = templates.enumerated().map { "  - { name: r\($0.offset), match: { path: \"\($0.element)\" }, accept: [api_key] }" }.joined(separator: "\n")
+        let policy = try PolicyLoader.load(yaml: testPolicy(routes: routes)).policy
+        let request = try ForwardedRequest(headers: forwardedHeaders(uri: uri), peer: IPAddress("127.0.0.1"), trustedProxies: Self.loopback)
+        let scanned = policy.routes.enumerated().filter { $0.element.path.match(request.pathSegments[...]) != nil }.map { "r\($0.offset)" }
+        #expect(try match(RouteMatcher(routes: policy.routes), uri) == scanned.first)
+    }
+
     @Test("ten thousand routes still give the same first match as a scan in order")
     func manyRoutes() throws {
         var yaml = ""

@@ -22,7 +22,7 @@ final class VerifiedTokenCache: Sendable {
     private let maximumAge: Duration
     private let capacity: Int
 
-    init(maximumAge: Duration = .seconds(300), capacity: Int = 100_000) {
+    init(maximumAge: Duration = .seconds(300), capacity: Int = 10_000) {
         self.maximumAge = maximumAge
         self.capacity = capacity
     }
@@ -44,7 +44,7 @@ final class VerifiedTokenCache: Sendable {
         guard remaining > 0 else { return }
         let lifetime = min(maximumAge, .milliseconds(Int64(remaining * 1000)))
         entries.withLock { entries in
-            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+            if entries.count >= capacity { entries.removeAll() }
             entries[digest] = Entry(claims: claims, issuer: issuer, generation: generation, expiresAt: now + lifetime)
         }
     }

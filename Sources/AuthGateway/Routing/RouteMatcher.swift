@@ -6,29 +6,15 @@ public struct MatchedRoute: Sendable {
 
 /// Finds the first route, in policy order, whose host, method and path template match a forwarded request.
 ///
-/// Routes are indexed by their first path segment, so a request is compared only with the routes that start with
-/// its first segment plus those that start with a capture or tail; first-match order is kept within that list.
+/// The templates live in a segment tree (`RouteTrie`), so a request is compared only with the routes whose path
+/// can match it, and the lowest policy index among them that also passes host and method wins.
 public struct RouteMatcher: Sendable {
     public let routes: [RoutePolicy]
-    /// For each literal first segment: the indices of the routes that can match a path starting with it, in order.
-    private let candidatesByFirstSegment: [String: [Int]]
-    /// The indices of routes whose first segment is not a literal (capture, tail, or the root template), in order.
-    private let otherCandidates: [Int]
+    private let trie: RouteTrie
 
     public init(routes: [RoutePolicy]) {
         self.routes = routes
-        var literal: [String: [Int]] = [:]
-        var other: [Int] = []
-        for (index, route) in routes.enumerated() {
-            if case .literal(let first)? = route.path.segments.first {
-                literal[first, default: []].append(index)
-            } else {
-                other.append(index)
-            }
-        }
-        // Merge the non-literal routes into every literal list so each list alone keeps the policy order.
-        self.candidatesByFirstSegment = literal.mapValues { ($0 + other).sorted() }
-        self.otherCandidates = other
+        self.trie = RouteTrie(templates: routes.map(\.path))
     }
 
     /// The outcome of matching.
@@ -40,8 +26,7 @@ public struct RouteMatcher: Sendable {
     }
 
     public func match(_ request: ForwardedRequest) -> Outcome {
-        let first = request.pathSegments.first.map(String.init) ?? ""
-        for index in candidatesByFirstSegment[first] ?? otherCandidates {
+        for index in trie.candidates(for: request.pathSegments) {
             let route = routes[index]
             if let host = route.host, host != request.host { continue }
             if let methods = route.methods, !methods.contains(request.method) { continue }
