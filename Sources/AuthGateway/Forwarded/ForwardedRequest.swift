@@ -43,23 +43,26 @@ public struct ForwardedRequest: Sendable {
     static let forHeader = HTTPField.Name("X-Forwarded-For")!
 
     /// Reads the forwarded request from `headers` sent by `peer`.
+    ///
+    /// Runs on every forwardAuth call, so it works on UTF-8 bytes: no Foundation string search, no Unicode
+    /// character classification (every accepted byte is ASCII anyway).
     public init(headers: HTTPFields, peer: IPAddress?, trustedProxies: [IPNetwork]) throws(Refusal) {
         guard trustedProxies.containsAddress(peer) else { throw .untrustedPeer(peer?.description ?? "unknown") }
         let method = try Self.single(Self.methodHeader, in: headers)
         guard !method.isEmpty, method.utf8.allSatisfy({ (65...90).contains($0) }) else {
             throw .malformed("X-Forwarded-Method", "not an upper-case method name")
         }
-        let proto = try Self.single(Self.protoHeader, in: headers).lowercased()
-        guard ["http", "https", "ws", "wss"].contains(proto) else { throw .malformed("X-Forwarded-Proto", "not http or https") }
+        guard let proto = Self.canonicalProto(try Self.single(Self.protoHeader, in: headers)) else {
+            throw .malformed("X-Forwarded-Proto", "not http or https")
+        }
         let rawHost = try Self.single(Self.hostHeader, in: headers)
         guard let host = Self.canonicalHost(rawHost) else { throw .malformed("X-Forwarded-Host", "not a host name") }
         let uri = try Self.single(Self.uriHeader, in: headers)
         let (path, query) = try Self.splitURI(uri)
         let segments = try Self.validatedSegments(of: path)
         let forwardedFor = try Self.single(Self.forHeader, in: headers)
-        guard let last = forwardedFor.split(separator: ",").last.map({ $0.trimmingCharacters(in: .whitespaces) }),
-            let client = IPAddress(last)
-        else { throw .malformed("X-Forwarded-For", "not an IP address") }
+        let lastEntry = forwardedFor.utf8.lastIndex(of: UInt8(ascii: ",")).map { forwardedFor[forwardedFor.index(after: $0)...] } ?? forwardedFor[...]
+        guard let client = IPAddress(Self.trimmed(lastEntry)) else { throw .malformed("X-Forwarded-For", "not an IP address") }
 
         self.method = method
         self.proto = proto
@@ -76,36 +79,58 @@ public struct ForwardedRequest: Sendable {
         let values = headers[values: name]
         guard let value = values.first else { throw .missing(name.rawName) }
         guard values.count == 1 else { throw .repeated(name.rawName) }
-        if name != forHeader && value.contains(",") { throw .repeated(name.rawName) }
-        return value.trimmingCharacters(in: .whitespaces)
+        if name != forHeader && value.utf8.contains(UInt8(ascii: ",")) { throw .repeated(name.rawName) }
+        return String(trimmed(value[...]))
+    }
+
+    /// The value without leading and trailing spaces and tabs.
+    private static func trimmed(_ value: Substring) -> Substring {
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        guard let first = value.utf8.firstIndex(where: { !isBlank($0) }), let last = value.utf8.lastIndex(where: { !isBlank($0) }) else {
+            return value[value.endIndex...]
+        }
+        return value[first...last]
+    }
+
+    private static func canonicalProto(_ raw: String) -> String? {
+        switch raw {
+        case "http", "HTTP": "http"
+        case "https", "HTTPS": "https"
+        case "ws", "WS": "ws"
+        case "wss", "WSS": "wss"
+        default: nil
+        }
     }
 
     /// Lower-cases a host, drops a port and a trailing dot; nil when it is not a plausible host name or address.
     public static func canonicalHost(_ raw: String) -> String? {
-        var host = Substring(raw.lowercased())
-        if host.hasPrefix("[") {
-            guard let close = host.firstIndex(of: "]") else { return nil }
-            let rest = host[host.index(after: close)...]
-            guard rest.isEmpty || (rest.hasPrefix(":") && rest.dropFirst().allSatisfy(\.isNumber)) else { return nil }
-            host = host[...close]
-            return String(host)
+        var bytes = Array(raw.utf8)
+        for index in bytes.indices where (65...90).contains(bytes[index]) { bytes[index] += 32 }
+        let isDigit = { (byte: UInt8) in (48...57).contains(byte) }
+        if bytes.first == UInt8(ascii: "[") {
+            guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else { return nil }
+            let rest = bytes[(close + 1)...]
+            guard rest.isEmpty || (rest.first == UInt8(ascii: ":") && rest.dropFirst().allSatisfy(isDigit)) else { return nil }
+            return String(decoding: bytes[...close], as: UTF8.self)
         }
-        if let colon = host.lastIndex(of: ":") {
-            guard host[host.index(after: colon)...].allSatisfy(\.isNumber) else { return nil }
-            host = host[..<colon]
+        if let colon = bytes.lastIndex(of: UInt8(ascii: ":")) {
+            guard bytes[(colon + 1)...].allSatisfy(isDigit) else { return nil }
+            bytes.removeSubrange(colon...)
         }
-        if host.hasSuffix(".") { host = host.dropLast() }
-        guard !host.isEmpty, host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") }) else { return nil }
-        return String(host)
+        if bytes.last == UInt8(ascii: ".") { bytes.removeLast() }
+        let allowed = { (byte: UInt8) in (97...122).contains(byte) || isDigit(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".") }
+        guard !bytes.isEmpty, bytes.allSatisfy(allowed) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     private static func splitURI(_ uri: String) throws(Refusal) -> (String, String?) {
-        guard uri.hasPrefix("/") else { throw .malformed("X-Forwarded-Uri", "does not start with '/'") }
-        guard !uri.contains("#") else { throw .malformed("X-Forwarded-Uri", "contains a fragment") }
-        guard uri.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f }) else {
+        let bytes = uri.utf8
+        guard bytes.first == UInt8(ascii: "/") else { throw .malformed("X-Forwarded-Uri", "does not start with '/'") }
+        guard bytes.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
             throw .malformed("X-Forwarded-Uri", "contains spaces, control or non-ASCII characters")
         }
-        if let mark = uri.firstIndex(of: "?") {
+        guard !bytes.contains(UInt8(ascii: "#")) else { throw .malformed("X-Forwarded-Uri", "contains a fragment") }
+        if let mark = bytes.firstIndex(of: UInt8(ascii: "?")) {
             return (String(uri[..<mark]), String(uri[uri.index(after: mark)...]))
         }
         return (uri, nil)
@@ -114,15 +139,27 @@ public struct ForwardedRequest: Sendable {
     /// Splits the path and refuses anything a backend could read differently from the gateway: dot segments,
     /// empty inner segments, invalid escapes, and encoded `/`, `\`, NUL or `.`.
     private static func validatedSegments(of path: String) throws(Refusal) -> [Substring] {
-        let segments = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
-        for (index, segment) in segments.enumerated() {
-            if segment == "." || segment == ".." { throw .malformed("X-Forwarded-Uri", "dot segment in path") }
-            if segment.isEmpty && index != segments.count - 1 { throw .malformed("X-Forwarded-Uri", "empty path segment") }
-            if segment.contains("\\") { throw .malformed("X-Forwarded-Uri", "backslash in path") }
-            var bytes = segment.utf8.makeIterator()
-            while let byte = bytes.next() {
+        var segments: [Substring] = []
+        var start = path.utf8.index(after: path.utf8.startIndex)
+        var index = start
+        let end = path.utf8.endIndex
+        while true {
+            if index == end || path.utf8[index] == UInt8(ascii: "/") {
+                segments.append(path[start..<index])
+                if index == end { break }
+                start = path.utf8.index(after: index)
+            }
+            index = path.utf8.index(after: index)
+        }
+        for (position, segment) in segments.enumerated() {
+            let bytes = segment.utf8
+            if bytes.elementsEqual(".".utf8) || bytes.elementsEqual("..".utf8) { throw .malformed("X-Forwarded-Uri", "dot segment in path") }
+            if bytes.isEmpty && position != segments.count - 1 { throw .malformed("X-Forwarded-Uri", "empty path segment") }
+            var iterator = bytes.makeIterator()
+            while let byte = iterator.next() {
+                if byte == UInt8(ascii: "\\") { throw .malformed("X-Forwarded-Uri", "backslash in path") }
                 guard byte == UInt8(ascii: "%") else { continue }
-                guard let high = bytes.next(), let low = bytes.next(), let value = PercentDecoding.hexValue(high, low) else {
+                guard let high = iterator.next(), let low = iterator.next(), let value = PercentDecoding.hexValue(high, low) else {
                     throw .malformed("X-Forwarded-Uri", "invalid percent-encoding in path")
                 }
                 if value == 0x2F || value == 0x5C || value == 0x00 || value == 0x2E || value < 0x20 || value == 0x7F {
