@@ -48,7 +48,7 @@ public final class TokenStore: Sendable {
     /// A number that changes whenever the stored data changes (any connection, any process). Microseconds to read:
     /// callers compare it with the value their cached lookups were made under.
     public func changeCounter() throws -> Int {
-        try changeProbe.inDatabase { db in try Int.fetchOne(db, sql: "PRAGMA data_version") ?? 0 }
+        try changeProbe.inDatabase { db in try Int.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? 0 }
     }
 }
 

@@ -102,7 +102,8 @@ public final class Gateway: Sendable {
     ) -> some ApplicationProtocol {
         Application(
             router: makeRouter(),
-            configuration: .init(address: .hostname(host, port: port), serverName: nil, reuseAddress: true),
+            // Traefik opens a new connection for most auth calls: a deep accept queue keeps bursts from being refused.
+            configuration: .init(address: .hostname(host, port: port), serverName: nil, backlog: 4096, reuseAddress: true),
             services: [usage] + services,
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
             logger: logger)
