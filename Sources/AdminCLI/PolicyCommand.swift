@@ -16,15 +16,20 @@ struct PolicyCommand: AsyncParsableCommand {
         var path: String
 
         func run() async throws {
-            do {
-                let loaded = try PolicyLoader.load(path: path)
-                for warning in loaded.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
-                let policy = loaded.policy
-                print("policy OK: \(policy.routes.count) routes, \(policy.issuers.count) issuers (\(loaded.files.joined(separator: ", ")))")
-            } catch {
-                FileHandle.standardError.write(Data("\(error.description)\n".utf8))
-                throw ExitCode(65)
-            }
+            let loaded = try loadPolicyOrExit(path)
+            for warning in loaded.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+            let policy = loaded.policy
+            print("policy OK: \(policy.routes.count) routes, \(policy.issuers.count) issuers (\(loaded.files.joined(separator: ", ")))")
         }
+    }
+}
+
+/// Loads a policy, or prints its `file:line:` errors and exits 65: the same answer from every command.
+func loadPolicyOrExit(_ path: String) throws -> LoadedPolicy {
+    do {
+        return try PolicyLoader.load(path: path)
+    } catch {
+        FileHandle.standardError.write(Data("\(error.description)\n".utf8))
+        throw ExitCode(65)
     }
 }

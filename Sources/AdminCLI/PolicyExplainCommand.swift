@@ -40,13 +40,7 @@ struct PolicyExplain: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded: LoadedPolicy
-        do {
-            loaded = try PolicyLoader.load(path: policy)
-        } catch {
-            FileHandle.standardError.write(Data("\(error.description)\n".utf8))
-            throw ExitCode(65)
-        }
+        let loaded = try loadPolicyOrExit(policy)
         let components = URLComponents(string: url)!
         var uri = components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath
         if let query = components.percentEncodedQuery { uri += "?" + query }

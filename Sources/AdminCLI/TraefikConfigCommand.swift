@@ -36,13 +36,7 @@ struct TraefikConfigCommand: AsyncParsableCommand {
             print(TraefikConfiguration.staticSnippet(entryPoint: entrypoint.first ?? "web"), terminator: "")
             return
         }
-        let loaded: LoadedPolicy
-        do {
-            loaded = try PolicyLoader.load(path: policy)
-        } catch {
-            FileHandle.standardError.write(Data("\(error.description)\n".utf8))
-            throw ExitCode(65)
-        }
+        let loaded = try loadPolicyOrExit(policy)
         let generator = TraefikConfiguration(
             policy: loaded.policy, options: .init(gatewayURL: gatewayURL, entryPoints: entrypoint))
         do {
