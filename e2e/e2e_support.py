@@ -261,6 +261,18 @@ def header_values(headers: Iterable, name: str) -> list:
     return [v for (k, v) in headers if k.lower() == lowered]
 
 
+def seen(echo: dict, name: str) -> list:
+    """Values of header `name` (case-insensitive) as an echo backend received them."""
+    return header_values(echo["headers"], name)
+
+
+def only(echo: dict, name: str) -> str:
+    """The single value of header `name` the echo backend received; fails when it came zero or several times."""
+    values = seen(echo, name)
+    assert len(values) == 1, f"backend saw {name} {len(values)} times: {values!r} in {echo['headers']!r}"
+    return values[0]
+
+
 def request(port: int, path: str, headers: Iterable = (), method: str = "GET", body: Optional[bytes] = None,
             host: str = HOST, timeout: float = SOCKET_TIMEOUT) -> Reply:
     """One request on a fresh connection, sent exactly as given (header order, names and path untouched)."""

@@ -22,15 +22,8 @@ def echo_of(reply: s.Reply) -> dict:
     return reply.json()
 
 
-def seen(echo: dict, name: str) -> list:
-    """Values of header `name` (case-insensitive) as the backend received them."""
-    return s.header_values(echo["headers"], name)
-
-
-def only(echo: dict, name: str) -> str:
-    values = seen(echo, name)
-    assert len(values) == 1, f"backend saw {name} {len(values)} times: {values!r} in {echo['headers']!r}"
-    return values[0]
+seen = s.seen
+only = s.only
 
 
 def tamper_signature(token: str) -> str:

@@ -81,8 +81,9 @@ struct PolicyExplain: AsyncParsableCommand {
             print("decision: allow (200)")
             var secretHeader: String?
             if case .credential(let credential) = allow.route.backend.style { secretHeader = credential.header.lowercased() }
-            for (name, value) in allow.headers {
-                print("  \(name): \(name.lowercased() == secretHeader ? "(the backend's secret, not shown)" : value)")
+            for field in allow.headers {
+                let name = field.name.rawName
+                print("  \(name): \(name.lowercased() == secretHeader ? "(the backend's secret, not shown)" : field.value)")
             }
         case .deny(let denial):
             let rendered = DenialResponse(denial, gateway: loaded.policy.gateway)

@@ -31,6 +31,13 @@ struct UserCommand: AsyncParsableCommand {
         return password
     }
 
+    /// Disables or re-enables a user, printing what changed (exit 1 for an unknown user).
+    static func setDisabled(_ disabled: Bool, username: String, root: AuthCtl) throws {
+        let store = try root.openStore()
+        try CLIOutput.refusing { try store.setDisabled(username: username, disabled) }
+        print("\(disabled ? "disabled" : "enabled") \(username)")
+    }
+
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add a user (password hashed with bcrypt).")
         @ParentCommand var root: AuthCtl
@@ -69,9 +76,7 @@ struct UserCommand: AsyncParsableCommand {
         @Argument(help: "User name.") var username: String
 
         func run() async throws {
-            let store = try root.openStore()
-            try CLIOutput.refusing { try store.setDisabled(username: username, true) }
-            print("disabled \(username)")
+            try UserCommand.setDisabled(true, username: username, root: root)
         }
     }
 
@@ -81,9 +86,7 @@ struct UserCommand: AsyncParsableCommand {
         @Argument(help: "User name.") var username: String
 
         func run() async throws {
-            let store = try root.openStore()
-            try CLIOutput.refusing { try store.setDisabled(username: username, false) }
-            print("enabled \(username)")
+            try UserCommand.setDisabled(false, username: username, root: root)
         }
     }
 

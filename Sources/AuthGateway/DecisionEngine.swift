@@ -8,12 +8,14 @@ public struct DecisionEngine: Sendable {
     let matcher: RouteMatcher
     let authenticators: [CredentialKind: any CredentialAuthenticator]
     let apiKeyHeader: HTTPField.Name?
+    let emitter: IdentityEmitter
 
     public init(policy: Policy, authenticators: [any CredentialAuthenticator]) {
         self.policy = policy
         self.matcher = RouteMatcher(routes: policy.routes)
         self.authenticators = Dictionary(authenticators.map { ($0.kind, $0) }, uniquingKeysWith: { first, _ in first })
         self.apiKeyHeader = policy.gateway.apiKeyHeader.flatMap { HTTPField.Name($0) }
+        self.emitter = IdentityEmitter(policy: policy)
     }
 
     public func decide(headers: HTTPFields, peer: IPAddress?) async -> Decision {
@@ -70,6 +72,6 @@ public struct DecisionEngine: Sendable {
         case nil:
             break
         }
-        return IdentityEmitter.emit(principal: principal, route: route, names: policy.gateway.identityHeaders)
+        return emitter.emit(principal: principal, route: route)
     }
 }

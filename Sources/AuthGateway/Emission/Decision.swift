@@ -1,3 +1,5 @@
+import HTTPTypes
+
 /// The answer to one forwardAuth request.
 public enum Decision: Sendable {
     case allow(Allow)
@@ -8,7 +10,7 @@ public enum Decision: Sendable {
         public let principal: Principal
         public let route: RoutePolicy
         /// Every identity header (empty values included) plus the backend credential, if any.
-        public let headers: [(name: String, value: String)]
+        public let headers: [HTTPField]
     }
 }
 

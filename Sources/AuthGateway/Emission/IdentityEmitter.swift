@@ -1,26 +1,43 @@
+import HTTPTypes
+
 /// Builds the headers of an allow answer for the route's backend style.
-enum IdentityEmitter {
-    static func emit(principal: Principal, route: RoutePolicy, names: IdentityHeaderNames) -> Decision {
+struct IdentityEmitter: Sendable {
+    /// The identity header names in contract order, validated once per policy rather than on every request.
+    private let identityNames: [HTTPField.Name]
+    /// Each credential-style route's backend header, by route name.
+    private let credentialNames: [String: HTTPField.Name]
+
+    init(policy: Policy) {
+        // The loader only accepts letters, digits and '-' for these names, so they are valid field names.
+        identityNames = policy.gateway.identityHeaders.all.compactMap { HTTPField.Name($0) }
+        var credentialNames: [String: HTTPField.Name] = [:]
+        for route in policy.routes {
+            if case .credential(let credential) = route.backend.style { credentialNames[route.name] = HTTPField.Name(credential.header) }
+        }
+        self.credentialNames = credentialNames
+    }
+
+    func emit(principal: Principal, route: RoutePolicy) -> Decision {
         // Always every identity header, empty when not applicable, so Traefik deletes every client-supplied copy.
-        var headers: [(name: String, value: String)] = [
-            (names.subject, principal.subject),
-            (names.method, principal.method.headerValue),
-            (names.scopes, principal.scopes.joined(separator: " ")),
-            (names.client, principal.client),
-            (names.issuer, principal.issuer),
-            (names.keyID, principal.keyID),
-            (names.route, route.name),
+        let values = [
+            principal.subject, principal.method.headerValue, principal.scopes.joined(separator: " "), principal.client,
+            principal.issuer, principal.keyID, route.name,
         ]
-        if let unsafe = headers.first(where: { !isSafeHeaderValue($0.value) }) {
-            return .deny(Denial(kind: .invalidCredential, route: route, reason: "identity value for \(unsafe.name) contains control characters"))
+        var fields: [HTTPField] = []
+        fields.reserveCapacity(values.count + 1)
+        for (name, value) in zip(identityNames, values) {
+            guard Self.isSafeHeaderValue(value) else {
+                return .deny(Denial(kind: .invalidCredential, route: route, reason: "identity value for \(name.rawName) contains control characters"))
+            }
+            fields.append(HTTPField(name: name, value: value))
         }
         if case .credential(let credential) = route.backend.style {
-            guard let value = credential.headerValue else {
+            guard let value = credential.headerValue, let name = credentialNames[route.name] else {
                 return .deny(Denial(kind: .unavailable, route: route, reason: "backend secret (\(credential.origin)) is not set"))
             }
-            headers.append((credential.header, value))
+            fields.append(HTTPField(name: name, value: value))
         }
-        return .allow(Decision.Allow(principal: principal, route: route, headers: headers))
+        return .allow(Decision.Allow(principal: principal, route: route, headers: fields))
     }
 
     static func isSafeHeaderValue(_ value: String) -> Bool {

@@ -7,6 +7,10 @@ import NIOCore
 struct AuthEndpoint: Sendable {
     let gateway: Gateway
 
+    /// The methods a proxy may call the decision endpoints with (Traefik: GET, or the client's with
+    /// `preserveRequestMethod`; Envoy: the client's); the decision never depends on them.
+    static let methods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
+
     func respond(_ request: Request, context: GatewayRequestContext) async -> Response {
         await respond(request, forwarded: request.headers, context: context)
     }
@@ -18,11 +22,7 @@ struct AuthEndpoint: Sendable {
         let decision = await engine.decide(headers: forwarded, peer: context.peerAddress)
         switch decision {
         case .allow(let allow):
-            var headers = HTTPFields()
-            headers.reserveCapacity(allow.headers.count + 2)
-            for (name, value) in allow.headers {
-                if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
-            }
+            var headers = HTTPFields(allow.headers)
             headers[.cacheControl] = "no-store"
             headers[.contentLength] = "0"
             context.logger.debug(

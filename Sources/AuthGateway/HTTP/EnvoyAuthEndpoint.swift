@@ -13,7 +13,7 @@ enum EnvoyAuthEndpoint {
     static let prefix = "/envoy/auth"
 
     static func register(on router: Router<GatewayRequestContext>, endpoint: AuthEndpoint) {
-        for method: HTTPRequest.Method in [.get, .head, .post, .put, .patch, .delete, .options] {
+        for method in AuthEndpoint.methods {
             for path in [prefix, prefix + "/**"] {
                 router.on(RouterPath(path), method: method) { request, context in
                     await endpoint.respond(request, forwarded: forwardedHeaders(of: request), context: context)

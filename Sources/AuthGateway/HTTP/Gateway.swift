@@ -80,7 +80,7 @@ public final class Gateway: Sendable {
     public func makeRouter() -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
         let endpoint = AuthEndpoint(gateway: self)
-        for method: HTTPRequest.Method in [.get, .head, .post, .put, .patch, .delete, .options] {
+        for method in AuthEndpoint.methods {
             router.on("/auth", method: method) { request, context in await endpoint.respond(request, context: context) }
         }
         EnvoyAuthEndpoint.register(on: router, endpoint: endpoint)
