@@ -38,6 +38,54 @@ enum StoreMigrations {
                 t.column("retiredAt", .datetime)
             }
         }
+        migrator.registerMigration("v3-oauth") { db in
+            try db.create(table: "oauth_client") { t in
+                t.primaryKey("id", .text)
+                t.column("secretDigest", .blob)
+                t.column("name", .text).notNull()
+                t.column("redirectURIs", .text).notNull()
+                t.column("grantTypes", .text).notNull()
+                t.column("authMethod", .text).notNull()
+                t.column("scope", .text)
+                t.column("source", .text).notNull()
+                t.column("createdAt", .datetime).notNull()
+                t.column("refreshedAt", .datetime).notNull()
+                t.column("revokedAt", .datetime)
+            }
+            try db.create(table: "oauth_grant") { t in
+                t.primaryKey("id", .text)
+                t.column("clientID", .text).notNull().indexed()
+                t.column("subject", .text).notNull().indexed()
+                t.column("scope", .text).notNull()
+                t.column("resource", .text).notNull()
+                t.column("createdAt", .datetime).notNull()
+                t.column("expiresAt", .datetime).notNull()
+                t.column("revokedAt", .datetime)
+            }
+            try db.create(table: "oauth_code") { t in
+                t.primaryKey("digest", .blob)
+                t.column("grantID", .text).notNull().indexed()
+                t.column("clientID", .text).notNull()
+                t.column("redirectURI", .text).notNull()
+                t.column("codeChallenge", .text).notNull()
+                t.column("createdAt", .datetime).notNull()
+                t.column("expiresAt", .datetime).notNull()
+                t.column("usedAt", .datetime)
+            }
+            try db.create(table: "oauth_refresh_token") { t in
+                t.primaryKey("digest", .blob)
+                t.column("grantID", .text).notNull().indexed()
+                t.column("createdAt", .datetime).notNull()
+                t.column("expiresAt", .datetime).notNull()
+                t.column("usedAt", .datetime)
+            }
+            try db.create(table: "oauth_consent") { t in
+                t.primaryKey("digest", .blob)
+                t.column("subject", .text).notNull()
+                t.column("request", .blob).notNull()
+                t.column("expiresAt", .datetime).notNull()
+            }
+        }
         return migrator
     }
 }

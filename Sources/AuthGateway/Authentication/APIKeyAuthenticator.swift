@@ -29,13 +29,7 @@ public struct APIKeyAuthenticator: CredentialAuthenticator {
         let digest = APIKeySecret.digest(of: candidate)
         let key: APIKey?
         do {
-            let version = try store.changeCounter()
-            if let cached = cache.lookup(digest, version: version) {
-                key = cached
-            } else {
-                key = try await store.findKey(digest: digest)
-                cache.store(key, for: digest, version: version)
-            }
+            key = try await cache.value(for: digest, store: store) { try await store.findKey(digest: digest) }
         } catch {
             return .unavailable(reason: "token store lookup failed: \(error)")
         }

@@ -37,10 +37,14 @@ actor JWKSCache {
     /// How many JWKS fetches were attempted, for tests and metrics.
     private(set) var fetchCount = 0
 
-    init(issuer: IssuerPolicy, client: HTTPClient, logger: Logger) {
+    /// Reads the key set of a `.store` issuer (the built-in authorization server) without any HTTP.
+    private let localKeySet: (@Sendable () throws -> Data)?
+
+    init(issuer: IssuerPolicy, client: HTTPClient, logger: Logger, localKeySet: (@Sendable () throws -> Data)? = nil) {
         self.issuer = issuer
         self.client = client
         self.logger = logger
+        self.localKeySet = localKeySet
     }
 
     /// A verifier holding exactly the key named by `kid` (or the issuer's only key for `alg` when `kid` is absent),
@@ -132,8 +136,7 @@ actor JWKSCache {
         fetchCount += 1
         lastAttempt = .now
         do {
-            let url = try await jwksURL()
-            let document = try await get(url)
+            let document = try await keySetDocument()
             let fetched = try Self.parseKeySet(document)
             if fetched.map(Self.fingerprint) != keys.map(Self.fingerprint) || generation == 0 {
                 generation = Self.generations.add(1, ordering: .relaxed).newValue
@@ -150,10 +153,13 @@ actor JWKSCache {
         }
     }
 
-    private func jwksURL() async throws -> String {
+    private func keySetDocument() async throws -> Data {
         switch issuer.keySource {
         case .jwksURL(let url):
-            return url
+            return try await get(url)
+        case .store:
+            guard let localKeySet else { throw JWKSError.invalidDocument("no token store for the built-in issuer's keys") }
+            return try localKeySet()
         case .discovery:
             let base = issuer.issuer.hasSuffix("/") ? String(issuer.issuer.dropLast()) : issuer.issuer
             let document = try await get(base + "/.well-known/openid-configuration")
@@ -163,7 +169,7 @@ actor JWKSCache {
             guard metadata["issuer"] as? String == issuer.issuer else {
                 throw JWKSError.invalidDocument("discovery document names another issuer")
             }
-            return jwksURI
+            return try await get(jwksURI)
         }
     }
 

@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import JWTKit
 import Logging
+import TokenStore
 
 /// The `jwt` credential kind: a bearer JWT from one of the route's trusted issuers, verified against its JWKS.
 ///
@@ -13,20 +14,27 @@ public struct JWTAuthenticator: CredentialAuthenticator {
     public let kind = CredentialKind.jwt
     let caches: [String: JWKSCache]
     let verified: VerifiedTokenCache
+    /// The store behind the built-in issuer: its signing keys and the grants its tokens belong to.
+    let store: TokenStore?
+    let grants: GrantStatusCache
 
     /// - Parameter reusing: the authenticator of the previous policy, whose key caches are kept for issuers whose
     ///   configuration did not change, so a policy reload does not refetch every JWKS.
-    public init(issuers: [IssuerPolicy], client: HTTPClient, logger: Logger, reusing previous: JWTAuthenticator? = nil) {
+    public init(issuers: [IssuerPolicy], client: HTTPClient, logger: Logger, store: TokenStore? = nil, reusing previous: JWTAuthenticator? = nil) {
         var caches: [String: JWKSCache] = [:]
         for issuer in issuers {
             if let kept = previous?.caches[issuer.name], kept.issuer == issuer {
                 caches[issuer.name] = kept
             } else {
-                caches[issuer.name] = JWKSCache(issuer: issuer, client: client, logger: logger)
+                var localKeySet: (@Sendable () throws -> Data)?
+                if let store { localKeySet = { try SigningKeySetEndpoint.document(from: store) } }
+                caches[issuer.name] = JWKSCache(issuer: issuer, client: client, logger: logger, localKeySet: localKeySet)
             }
         }
         self.caches = caches
         self.verified = previous?.verified ?? VerifiedTokenCache()
+        self.store = store
+        self.grants = previous?.grants ?? GrantStatusCache()
     }
 
     /// How many JWKS fetches the named issuer's cache has made.
@@ -44,7 +52,7 @@ public struct JWTAuthenticator: CredentialAuthenticator {
                 return .unavailable(reason: "JWKS of issuer \(entry.issuer) unavailable")
             }
             if generation == entry.generation {
-                return Self.principal(from: entry.claims, issuer: cache.issuer, route: route.route, now: Date().timeIntervalSince1970)
+                return await outcome(for: entry.claims, issuer: cache.issuer, route: route.route)
             }
         }
         guard let header = Base64URL.decodeJSONObject(parts[0]), let alg = header["alg"] as? String else {
@@ -78,8 +86,25 @@ public struct JWTAuthenticator: CredentialAuthenticator {
         } catch {
             return .invalid(reason: "JWT signature does not verify")
         }
+        if issuer.isBuiltin, (header["typ"] as? String)?.lowercased() != "at+jwt" {
+            return .invalid(reason: "built-in issuer tokens must be typ at+jwt")
+        }
         verified.store(claims, issuer: issuer.name, generation: generation, for: digest)
-        return Self.principal(from: claims, issuer: issuer, route: route.route, now: Date().timeIntervalSince1970)
+        return await outcome(for: claims, issuer: issuer, route: route.route)
+    }
+
+    /// The principal for verified claims; for the built-in issuer also requires the token's grant (`sid`) to be
+    /// active, so revocation, a disabled user or a revoked client stops a token before it expires.
+    private func outcome(for claims: TokenClaims, issuer: IssuerPolicy, route: RoutePolicy) async -> AuthenticationOutcome {
+        let outcome = Self.principal(from: claims, issuer: issuer, route: route, now: Date().timeIntervalSince1970)
+        guard issuer.isBuiltin, case .principal = outcome else { return outcome }
+        guard let store, let grantID = claims["sid"]?.stringValue else { return .invalid(reason: "built-in token has no grant") }
+        do {
+            let active = try await grants.value(for: grantID, store: store) { try await store.grantIsActive(id: grantID) }
+            return active ? outcome : .invalid(reason: "grant \(grantID) is revoked")
+        } catch {
+            return .unavailable(reason: "token store lookup failed: \(error)")
+        }
     }
 
     /// Applies the issuer's time, issuer, audience and claim-mapping rules to verified claims.

@@ -59,7 +59,7 @@ public final class Gateway: Sendable {
         policy: Policy, store: TokenStore, usage: LastUsedRecorder, keyCache: APIKeyCache, client: HTTPClient, logger: Logger,
         traefik: TraefikConfiguration.Options?, previous: Generation?
     ) -> Generation {
-        let jwt = JWTAuthenticator(issuers: policy.issuers, client: client, logger: logger, reusing: previous?.jwt)
+        let jwt = JWTAuthenticator(issuers: policy.issuers, client: client, logger: logger, store: store, reusing: previous?.jwt)
         let authenticators: [any CredentialAuthenticator] = [
             APIKeyAuthenticator(store: store, keyHeader: policy.gateway.apiKeyHeader, usage: usage, cache: keyCache),
             jwt,

@@ -10,14 +10,18 @@ enum SigningKeySetEndpoint {
     static func register(on router: Router<GatewayRequestContext>, store: TokenStore) {
         router.get(RouterPath(path)) { _, context in
             do {
-                let keys = try store.publishedSigningKeys().map { try $0.publicJWK }
-                let data = try JSONSerialization.data(withJSONObject: ["keys": keys], options: [.sortedKeys])
-                return MetadataEndpoint.json(String(decoding: data, as: UTF8.self), status: .ok)
+                return MetadataEndpoint.json(String(decoding: try document(from: store), as: UTF8.self), status: .ok)
             } catch {
                 context.logger.error("cannot publish signing keys", metadata: ["error": "\(error)"])
                 return MetadataEndpoint.json(#"{"error":"temporarily_unavailable"}"#, status: .serviceUnavailable)
             }
         }
         router.on(RouterPath(path), method: .options) { _, _ in MetadataEndpoint.preflight() }
+    }
+
+    /// The JWK set of the published signing keys (current and previous).
+    static func document(from store: TokenStore) throws -> Data {
+        let keys = try store.publishedSigningKeys().map { try $0.publicJWK }
+        return try JSONSerialization.data(withJSONObject: ["keys": keys], options: [.sortedKeys])
     }
 }

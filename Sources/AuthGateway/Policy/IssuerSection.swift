@@ -8,12 +8,20 @@ enum IssuerSection {
     static let supportedAlgorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
     static let maximumLeeway: TimeInterval = 300
 
-    static func read(_ node: Node, reader: PolicyReader) -> [(policy: IssuerPolicy, node: Node)] {
+    /// - Parameter publicURL: the gateway's public origin, which is the built-in authorization server's issuer.
+    static func read(_ node: Node, reader: PolicyReader, publicURL: String?, environment: [String: String]) -> [(policy: IssuerPolicy, node: Node)] {
         guard let entries = reader.namedEntries(node, "issuers") else { return [] }
         return entries.compactMap { name, key, value in
             guard isValidName(name) else {
                 reader.fail(key, "issuer name '\(name)' must be letters, digits, '-' or '_'")
                 return nil
+            }
+            if let kind = value.mapping?["kind"]?.scalar?.string {
+                guard kind == "builtin" else {
+                    reader.fail(value.mapping?["kind"], "issuers.\(name).kind: '\(kind)' is not known (builtin, or leave it out for an external issuer)")
+                    return nil
+                }
+                return BuiltinIssuerSection.read(name: name, node: value, reader: reader, publicURL: publicURL, environment: environment).map { ($0, key) }
             }
             return readIssuer(name: name, node: value, reader: reader).map { ($0, key) }
         }

@@ -9,6 +9,9 @@ public struct Policy: Sendable {
     public var routes: [RoutePolicy]
 
     public func issuer(named name: String) -> IssuerPolicy? { issuers.first { $0.name == name } }
+
+    /// The gateway's own authorization server, when the policy defines an issuer of `kind: builtin`.
+    public var builtinIssuer: IssuerPolicy? { issuers.first(where: \.isBuiltin) }
 }
 
 /// Settings that apply to every route.
@@ -74,12 +77,18 @@ public struct IssuerPolicy: Sendable, Equatable {
     public var jwksCacheTTL: TimeInterval
     /// How long the last good keys keep verifying tokens while the issuer cannot be reached.
     public var jwksStaleLimit: TimeInterval
+    /// Set for the gateway's own authorization server (`kind: builtin`), nil for external issuers.
+    public var authorizationServer: AuthorizationServerSettings? = nil
+
+    public var isBuiltin: Bool { authorizationServer != nil }
 
     /// Where the issuer's signing keys come from.
     public enum KeySource: Sendable, Equatable {
         case jwksURL(String)
         /// `<issuer>/.well-known/openid-configuration`, then its `jwks_uri`.
         case discovery
+        /// The built-in authorization server's signing keys, read from the token store.
+        case store
     }
 
     /// Which audience a token must name.

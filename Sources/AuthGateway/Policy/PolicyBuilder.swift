@@ -30,9 +30,11 @@ struct PolicyBuilder {
         var issuers: [IssuerPolicy] = []
         for section in sections {
             guard let node = section.issuers else { continue }
-            for issuer in IssuerSection.read(node, reader: section.reader) {
+            for issuer in IssuerSection.read(node, reader: section.reader, publicURL: gateway?.publicURL, environment: environment) {
                 if issuers.contains(where: { $0.name == issuer.policy.name }) {
                     section.reader.fail(issuer.node, "issuer '\(issuer.policy.name)' is defined twice")
+                } else if issuer.policy.isBuiltin, let other = issuers.first(where: \.isBuiltin) {
+                    section.reader.fail(issuer.node, "issuer '\(issuer.policy.name)': only one issuer can be of kind builtin ('\(other.name)' already is)")
                 } else {
                     issuers.append(issuer.policy)
                 }

@@ -38,13 +38,16 @@ extension TokenStore {
         }
     }
 
-    /// Disables (or re-enables) a user; a disabled user cannot log in.
+    /// Disables (or re-enables) a user; a disabled user cannot log in, and disabling revokes every OAuth grant the
+    /// user holds, so refresh tokens do not outlive the account.
     @discardableResult
     public func setDisabled(username: String, _ disabled: Bool, now: Date = Date()) throws -> User {
-        try updateUser(username) { user in
+        let user = try updateUser(username) { user in
             user.disabled = disabled
             user.updatedAt = now
         }
+        if disabled { try revokeGrants(subject: username, now: now) }
+        return user
     }
 
     /// The user if `password` is theirs and they are not disabled. Unknown users cost a hash too, so the answer
