@@ -268,7 +268,7 @@ def test_mcp_sdk_client_discovers_registers_logs_in_refreshes_and_is_shut_out(sd
                         method="POST", body=b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
                         host=f"127.0.0.1:{traefik_port}")
     assert refused.status == 401, refused
-    with pytest.raises(BaseException) as failure:
+    with pytest.raises(Exception) as failure:
         run(lambda: call_tools(mcp_url, provider))
     assert login.failures, f"the SDK call failed without a refused login: {failure.value!r}"
     refused_login = login.failures[-1]
