@@ -35,6 +35,11 @@ public struct ProtectedResourceMetadata: Sendable, Equatable {
             }
             for scope in route.requirements.scopes where !scopes.contains(scope) { scopes.append(scope) }
         }
+        // The built-in server comes first: clients start with authorization_servers[0], and it is the one that works
+        // without any identity provider.
+        if let builtin = policy.builtinIssuer?.issuer, let index = servers.firstIndex(of: builtin), index > 0 {
+            servers.insert(servers.remove(at: index), at: 0)
+        }
         return ProtectedResourceMetadata(
             resource: best.route.resource, authorizationServers: servers, scopesSupported: scopes, resourceName: best.route.name)
     }

@@ -29,6 +29,23 @@ public struct OAuthClient: Codable, Sendable, Equatable, FetchableRecord, Persis
     public var refreshedAt: Date
     public var revokedAt: Date?
 
+    public init(
+        id: String, secretDigest: Data?, name: String, redirectURIs: [String], grantTypes: [String], authMethod: String, scope: String?,
+        source: Source, createdAt: Date, refreshedAt: Date, revokedAt: Date?
+    ) {
+        self.id = id
+        self.secretDigest = secretDigest
+        self.name = name
+        self.redirectURIs = redirectURIs
+        self.grantTypes = grantTypes
+        self.authMethod = authMethod
+        self.scope = scope
+        self.source = source
+        self.createdAt = createdAt
+        self.refreshedAt = refreshedAt
+        self.revokedAt = revokedAt
+    }
+
     public var isConfidential: Bool { secretDigest != nil }
 
     public func allows(grantType: String) -> Bool { grantTypes.contains(grantType) }

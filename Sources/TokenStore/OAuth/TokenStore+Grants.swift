@@ -108,6 +108,14 @@ extension TokenStore {
         }
     }
 
+    /// Whether a refresh token exists, is unused and unexpired (its grant is checked separately).
+    public func refreshTokenIsUnused(_ plaintext: String, now: Date = Date()) throws -> Bool {
+        try database.read { db in
+            guard let token = try RefreshToken.fetchOne(db, key: OpaqueToken.digest(of: plaintext)) else { return false }
+            return token.usedAt == nil && now < token.expiresAt
+        }
+    }
+
     /// Whether tokens of this grant may still be used: not revoked, its client not revoked, its subject not a
     /// disabled user. Checked on every request that presents a built-in access token.
     public func grantIsActive(id: String) async throws -> Bool {

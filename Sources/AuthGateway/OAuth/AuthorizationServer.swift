@@ -1,0 +1,61 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import TokenStore
+
+/// The built-in OAuth 2.1 authorization server: RFC 8414 metadata and the `/oauth/*` endpoints, answering only
+/// while the current policy has an issuer of `kind: builtin` (404 otherwise).
+struct AuthorizationServer: Sendable {
+    let store: TokenStore
+    let currentContext: @Sendable () -> AuthorizationServerContext?
+
+    init(store: TokenStore, currentPolicy: @escaping @Sendable () -> Policy) {
+        self.store = store
+        self.currentContext = { AuthorizationServerContext(policy: currentPolicy()) }
+    }
+
+    /// Registers every endpoint under `/oauth/` and, when the issuer URL has a path, under `<path>/oauth/` too.
+    func register(on router: Router<GatewayRequestContext>, issuerPath: String) {
+        let tokens = AccessTokenIssuer(store: store)
+        let validator = AuthorizationRequestValidator(store: store, metadataDocuments: ClientMetadataDocumentFetcher(store: store))
+        let authorize = AuthorizeEndpoint(store: store, validator: validator, currentContext: currentContext)
+        let token = TokenEndpoint(store: store, tokens: tokens)
+        let registration = ClientRegistrationEndpoint(store: store)
+        let revocation = RevocationEndpoint(store: store, tokens: tokens)
+        let introspection = IntrospectionEndpoint(store: store, tokens: tokens)
+
+        for prefix in Set(["", issuerPath]) {
+            let base = prefix + "/oauth/"
+            router.get(RouterPath(base + "authorize")) { request, _ in await serve { await authorize.show(request, context: $0) } }
+            router.post(RouterPath(base + "authorize")) { request, _ in await serve { await authorize.submit(request, context: $0) } }
+            let posts: [(String, @Sendable (Request, AuthorizationServerContext) async -> Response)] = [
+                ("token", token.respond), ("register", registration.respond), ("revoke", revocation.respond), ("introspect", introspection.respond),
+            ]
+            for (name, handler) in posts {
+                router.post(RouterPath(base + name)) { request, _ in await serve { await handler(request, $0) } }
+                router.on(RouterPath(base + name), method: .options) { _, _ in OAuthResponse.preflight() }
+            }
+        }
+        var metadataPaths = AuthorizationServerMetadata.wellKnownNames.flatMap { ["/.well-known/\($0)", "/.well-known/\($0)/**"] }
+        if !issuerPath.isEmpty { metadataPaths.append(issuerPath + "/.well-known/openid-configuration") }
+        for path in metadataPaths {
+            router.get(RouterPath(path)) { request, _ in metadata(request) }
+            router.on(RouterPath(path), method: .options) { _, _ in MetadataEndpoint.preflight() }
+        }
+    }
+
+    private func serve(_ body: (AuthorizationServerContext) async -> Response) async -> Response {
+        guard let context = currentContext() else {
+            return OAuthResponse.json(["error": "not_found", "error_description": "this gateway runs no authorization server"], status: .notFound)
+        }
+        return await body(context)
+    }
+
+    private func metadata(_ request: Request) -> Response {
+        guard let context = currentContext(), AuthorizationServerMetadata.addresses(request.uri.path, context: context) else {
+            return MetadataEndpoint.json(#"{"error":"not_found","error_description":"No authorization server metadata at this path."}"#, status: .notFound)
+        }
+        let data = (try? JSONSerialization.data(withJSONObject: AuthorizationServerMetadata.document(context), options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return MetadataEndpoint.json(String(decoding: data, as: UTF8.self), status: .ok)
+    }
+}

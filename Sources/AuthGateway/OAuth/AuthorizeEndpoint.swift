@@ -1,0 +1,171 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOPosix
+import TokenStore
+
+/// `/oauth/authorize`: checks the request, shows the login page, checks the password (or API key), shows the
+/// consent page, and sends the browser back to the client with a single-use code.
+///
+/// Forms are protected by a double-submit CSRF token (cookie + hidden field); the consent ticket is single-use and
+/// bound to that token, so a ticket leaked from one browser cannot be used from another.
+struct AuthorizeEndpoint: Sendable {
+    static let csrfCookie = "authgateway_csrf"
+    static let maximumFormSize = 16 * 1024
+
+    let store: TokenStore
+    let validator: AuthorizationRequestValidator
+
+    /// What a consent ticket stands for.
+    private struct PendingConsent: Codable {
+        var request: AuthorizationRequest
+        var csrf: String
+    }
+
+    func show(_ request: Request, context: AuthorizationServerContext) async -> Response {
+        let parameters = OAuthParameters(encoded: request.uri.query ?? "")
+        let csrf = existingCSRF(request) ?? OpaqueToken.generate(prefix: "").plaintext
+        do {
+            let validated = try await validator.validate(parameters, context: context)
+            let html = AuthorizationPages.login(validated, action: action(context), csrf: csrf)
+            return AuthorizationPages.response(html, status: .ok, cookie: cookie(csrf, context: context))
+        } catch {
+            return failureResponse(error, status: .found)
+        }
+    }
+
+    func submit(_ request: Request, context: AuthorizationServerContext) async -> Response {
+        var request = request
+        guard request.headers[.contentType]?.lowercased().hasPrefix("application/x-www-form-urlencoded") == true,
+            let body = try? await request.collectBody(upTo: Self.maximumFormSize)
+        else { return AuthorizationPages.response(AuthorizationPages.error("The form could not be read."), status: .badRequest) }
+        let form = OAuthParameters(encoded: String(buffer: body))
+        guard let csrf = existingCSRF(request), let sent = form["csrf_token"], constantTimeEquals(Data(csrf.utf8), Data(sent.utf8)) else {
+            return AuthorizationPages.response(
+                AuthorizationPages.error("This form has expired or was not sent from this page. Start again from your application."),
+                status: .forbidden)
+        }
+        if let ticket = form["consent_ticket"] {
+            return await consent(ticket: ticket, decision: form["decision"], csrf: csrf)
+        }
+        let validated: AuthorizationRequest
+        do {
+            validated = try await validator.validate(form, context: context)
+        } catch {
+            return failureResponse(error, status: .seeOther)
+        }
+        return await login(validated, form: form, csrf: csrf, context: context)
+    }
+
+    private func login(_ authorization: AuthorizationRequest, form: OAuthParameters, csrf: String, context: AuthorizationServerContext) async -> Response {
+        var granted = authorization
+        let subject: String
+        switch await authenticate(form, requested: authorization, context: context) {
+        case .success(let who, let scopes):
+            subject = who
+            granted.scopes = scopes
+        case .failure(let message):
+            let html = AuthorizationPages.login(authorization, action: action(context), csrf: csrf, message: message)
+            return AuthorizationPages.response(html, status: .unauthorized)
+        }
+        do {
+            let pending = try JSONEncoder().encode(PendingConsent(request: granted, csrf: csrf))
+            let ticket = try store.createConsentTicket(subject: subject, request: pending, lifetime: context.settings.consentLifetime)
+            let html = AuthorizationPages.consent(granted, subject: subject, ticket: ticket, action: action(context), csrf: csrf)
+            return AuthorizationPages.response(html, status: .ok)
+        } catch {
+            return AuthorizationPages.response(AuthorizationPages.error("The server cannot record the sign-in. Try again later."), status: .serviceUnavailable)
+        }
+    }
+
+    private enum LoginOutcome {
+        case success(subject: String, scopes: [String])
+        case failure(String)
+    }
+
+    /// A password login may receive every requested scope; an API-key login at most the key's scopes, and only for
+    /// the route the key is restricted to, if any. Failures never say whether the user or key exists.
+    private func authenticate(_ form: OAuthParameters, requested: AuthorizationRequest, context: AuthorizationServerContext) async -> LoginOutcome {
+        let wrong = LoginOutcome.failure("Wrong user name or password.")
+        if let apiKey = form["api_key"] {
+            guard APIKeySecret.hasKeyShape(apiKey), let key = try? await store.findKey(digest: APIKeySecret.digest(of: apiKey)),
+                key.unusableReason(at: Date()) == nil
+            else { return .failure("That API key is not valid.") }
+            if let routeName = key.route, context.policy.routes.first(where: { $0.name == routeName })?.resource != requested.resource {
+                return .failure("That API key is restricted to another route.")
+            }
+            let scopes = requested.scopes.filter(key.scopeList.contains)
+            if scopes.isEmpty && !requested.scopes.isEmpty { return .failure("That API key carries none of the requested scopes.") }
+            return .success(subject: key.subject, scopes: scopes)
+        }
+        guard let username = form["username"], let password = form["password"] else { return wrong }
+        let store = self.store
+        // bcrypt takes a quarter of a second on purpose: keep it off the threads that serve /auth.
+        let user = try? await NIOThreadPool.singleton.runIfActive { try store.authenticateUser(username: username, password: password) }
+        guard let user = user ?? nil else { return wrong }
+        return .success(subject: user.username, scopes: requested.scopes)
+    }
+
+    private func consent(ticket: String, decision: String?, csrf: String) async -> Response {
+        guard let stored = try? store.takeConsentTicket(ticket),
+            let pending = try? JSONDecoder().decode(PendingConsent.self, from: stored.request),
+            constantTimeEquals(Data(pending.csrf.utf8), Data(csrf.utf8))
+        else {
+            return AuthorizationPages.response(
+                AuthorizationPages.error("This consent page has expired. Start again from your application."), status: .badRequest)
+        }
+        let request = pending.request
+        guard decision == "allow" else {
+            return redirect(request.redirectURI, ["error": "access_denied", "error_description": "the user denied access"], state: request.state, status: .seeOther)
+        }
+        return await issueCode(request, subject: stored.subject)
+    }
+
+    private func issueCode(_ request: AuthorizationRequest, subject: String) async -> Response {
+        guard let context = currentContext(), let client = try? store.client(id: request.clientID), client.revokedAt == nil else {
+            return AuthorizationPages.response(AuthorizationPages.error("This application's access has been revoked."), status: .badRequest)
+        }
+        do {
+            let code = try store.createAuthorization(
+                clientID: client.id, subject: subject, scope: request.scopes, resource: request.resource, redirectURI: request.redirectURI,
+                codeChallenge: request.codeChallenge, codeLifetime: context.settings.codeLifetime, grantLifetime: context.settings.refreshTokenLifetime)
+            return redirect(request.redirectURI, ["code": code, "iss": context.issuerURL], state: request.state, status: .seeOther)
+        } catch {
+            return AuthorizationPages.response(AuthorizationPages.error("The server cannot record the authorization. Try again later."), status: .serviceUnavailable)
+        }
+    }
+
+    /// The context at the time of the consent, which may follow a policy reload.
+    let currentContext: @Sendable () -> AuthorizationServerContext?
+
+    private func failureResponse(_ failure: AuthorizationFailure, status: HTTPResponse.Status) -> Response {
+        switch failure {
+        case .page(let message):
+            return AuthorizationPages.response(AuthorizationPages.error(message), status: .badRequest)
+        case .redirect(let uri, let error, let description, let state):
+            return redirect(uri, ["error": error, "error_description": description], state: state, status: status)
+        }
+    }
+
+    private func redirect(_ uri: String, _ values: KeyValuePairs<String, String>, state: String?, status: HTTPResponse.Status) -> Response {
+        var pairs = values.map { ($0.key, $0.value) }
+        if let state { pairs.append(("state", state)) }
+        let location = AuthorizationFailure.redirectURL(uri, parameters: pairs)
+        return Response(status: status, headers: [.location: location, .cacheControl: "no-store", .init("Referrer-Policy")!: "no-referrer"])
+    }
+
+    private func action(_ context: AuthorizationServerContext) -> String { context.issuerPath + "/oauth/authorize" }
+
+    private func existingCSRF(_ request: Request) -> String? {
+        guard let value = request.cookies[Self.csrfCookie]?.value, value.utf8.count == 64, value.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
+        else { return nil }
+        return value
+    }
+
+    private func cookie(_ value: String, context: AuthorizationServerContext) -> String {
+        Cookie(
+            name: Self.csrfCookie, value: value, path: context.issuerPath + "/oauth/", secure: context.issuerURL.hasPrefix("https://"),
+            httpOnly: true, sameSite: .lax
+        ).description
+    }
+}
