@@ -12,7 +12,7 @@ struct AuthCtl: AsyncParsableCommand {
             Exit status: 0 success; 1 the operation was refused (unknown or already revoked key); \
             64 bad arguments; 65 invalid policy; 66 the token store cannot be opened.
             """,
-        subcommands: [IssueKey.self, ListKeys.self, RevokeKey.self, RotateKey.self, PolicyCommand.self, TraefikConfigCommand.self, UserCommand.self, SigningKeyCommand.self])
+        subcommands: [IssueKey.self, ListKeys.self, RevokeKey.self, RotateKey.self, PolicyCommand.self, TraefikConfigCommand.self, UserCommand.self, SigningKeyCommand.self, ClientsCommand.self, TokensCommand.self])
 
     @Option(name: .long, help: "SQLite token store file (default: $AUTHGATEWAY_DB or data/authgateway.sqlite).")
     var db: String = ProcessInfo.processInfo.environment["AUTHGATEWAY_DB"] ?? "data/authgateway.sqlite"

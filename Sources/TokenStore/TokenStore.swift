@@ -59,6 +59,8 @@ public enum TokenStoreError: Error, CustomStringConvertible, Equatable {
     case keyAlreadyRevoked(id: String)
     case userExists(username: String)
     case userNotFound(username: String)
+    case clientNotFound(id: String)
+    case clientAlreadyRevoked(id: String)
     case invalidValue(String)
 
     public var description: String {
@@ -68,6 +70,8 @@ public enum TokenStoreError: Error, CustomStringConvertible, Equatable {
         case .keyAlreadyRevoked(let id): "API key \(id) is already revoked"
         case .userExists(let username): "user \(username) already exists"
         case .userNotFound(let username): "no user named \(username)"
+        case .clientNotFound(let id): "no OAuth client with id \(id)"
+        case .clientAlreadyRevoked(let id): "OAuth client \(id) is already revoked"
         case .invalidValue(let problem): problem
         }
     }

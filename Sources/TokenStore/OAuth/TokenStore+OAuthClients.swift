@@ -52,9 +52,9 @@ extension TokenStore {
     public func revokeClient(id: String, now: Date = Date()) throws -> OAuthClient {
         try database.write { db in
             guard var client = try OAuthClient.fetchOne(db, key: id) else {
-                throw TokenStoreError.invalidValue("no OAuth client with id \(id)")
+                throw TokenStoreError.clientNotFound(id: id)
             }
-            guard client.revokedAt == nil else { throw TokenStoreError.invalidValue("OAuth client \(id) is already revoked") }
+            guard client.revokedAt == nil else { throw TokenStoreError.clientAlreadyRevoked(id: id) }
             client.revokedAt = now
             try client.update(db)
             try OAuthGrant.filter(Column("clientID") == id && Column("revokedAt") == nil).updateAll(db, Column("revokedAt").set(to: now))
