@@ -15,6 +15,8 @@ struct AuthorizeEndpoint: Sendable {
 
     let store: TokenStore
     let validator: AuthorizationRequestValidator
+    /// The context at the time of the consent, which may follow a policy reload.
+    let currentContext: @Sendable () -> AuthorizationServerContext?
 
     /// What a consent ticket stands for.
     private struct PendingConsent: Codable {
@@ -134,9 +136,6 @@ struct AuthorizeEndpoint: Sendable {
             return AuthorizationPages.response(AuthorizationPages.error("The server cannot record the authorization. Try again later."), status: .serviceUnavailable)
         }
     }
-
-    /// The context at the time of the consent, which may follow a policy reload.
-    let currentContext: @Sendable () -> AuthorizationServerContext?
 
     private func failureResponse(_ failure: AuthorizationFailure, status: HTTPResponse.Status) -> Response {
         switch failure {

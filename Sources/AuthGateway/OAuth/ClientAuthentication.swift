@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import Hummingbird
 import TokenStore
 
 /// How a client proves who it is at the token, revocation and introspection endpoints (RFC 6749 §2.3): HTTP Basic,
@@ -35,6 +36,14 @@ enum ClientAuthentication {
             throw .invalidClient("client authentication failed", basic: usedBasic)
         }
         return client
+    }
+
+    /// The authenticated client and the `token` it presents, for revocation and introspection.
+    static func presentedToken(_ request: Request, store: TokenStore) async throws(OAuthError) -> (client: OAuthClient, token: String) {
+        let form = try await TokenEndpoint.form(request)
+        let client = try authenticate(headers: request.headers, form: form, store: store)
+        guard let token = form["token"] else { throw .invalidRequest("token is required") }
+        return (client, token)
     }
 
     /// `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
