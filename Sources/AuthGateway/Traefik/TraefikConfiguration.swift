@@ -72,8 +72,15 @@ public struct TraefikConfiguration: Sendable {
         ]
         // Discovery metadata and the authorization server's own endpoints must never sit behind auth, or MCP
         // clients fail with a 401 on the well-known URL.
+        var gatewayPrefixes = [
+            "/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/oauth/",
+        ]
+        // An issuer with a path (https://host/tenant) serves its endpoints and OIDC discovery under that path too.
+        if let builtin = policy.builtinIssuer, case let path = AuthorizationServerContext.path(of: builtin.issuer), !path.isEmpty {
+            gatewayPrefixes += [path + "/oauth/", path + "/.well-known/openid-configuration"]
+        }
         routers["authgateway-well-known"] = [
-            "rule": "PathPrefix(`/.well-known/oauth-protected-resource`) || PathPrefix(`/.well-known/oauth-authorization-server`) || PathPrefix(`/.well-known/openid-configuration`) || PathPrefix(`/oauth/`)",
+            "rule": gatewayPrefixes.map { "PathPrefix(`\($0)`)" }.joined(separator: " || "),
             "entryPoints": options.entryPoints, "service": "authgateway", "priority": Self.gatewayPriority,
         ] as [String: Any]
 

@@ -29,6 +29,8 @@ extension TokenStore {
     ) throws -> String {
         let code = OpaqueToken.generate(prefix: OpaqueTokenPrefix.code)
         try database.write { db in
+            // Spent codes are kept a day so that a late replay still revokes its grant; then they go.
+            try AuthorizationCode.filter(Column("expiresAt") < now.addingTimeInterval(-86400)).deleteAll(db)
             let grant = OAuthGrant(
                 id: RecordID.make(prefix: "gr_"), clientID: clientID, subject: subject, scope: scope.joined(separator: " "),
                 resource: resource, createdAt: now, expiresAt: now.addingTimeInterval(grantLifetime), revokedAt: nil)
