@@ -26,7 +26,8 @@ struct AuthorizeEndpoint: Sendable {
 
     func show(_ request: Request, context: AuthorizationServerContext) async -> Response {
         let parameters = OAuthParameters(encoded: request.uri.query ?? "")
-        let csrf = existingCSRF(request) ?? OpaqueToken.generate(prefix: "").plaintext
+        // A new token at every sign-in start: a token planted in the browser beforehand is worthless (session fixation).
+        let csrf = OpaqueToken.generate(prefix: "").plaintext
         do {
             let validated = try await validator.validate(parameters, context: context)
             let html = AuthorizationPages.login(validated, action: action(context), csrf: csrf)
@@ -42,7 +43,7 @@ struct AuthorizeEndpoint: Sendable {
             let body = try? await request.collectBody(upTo: Self.maximumFormSize)
         else { return AuthorizationPages.response(AuthorizationPages.error("The form could not be read."), status: .badRequest) }
         let form = OAuthParameters(encoded: String(buffer: body))
-        guard let csrf = existingCSRF(request), let sent = form["csrf_token"], constantTimeEquals(Data(csrf.utf8), Data(sent.utf8)) else {
+        guard let csrf = existingCSRF(request, context: context), let sent = form["csrf_token"], constantTimeEquals(Data(csrf.utf8), Data(sent.utf8)) else {
             return AuthorizationPages.response(
                 AuthorizationPages.error("This form has expired or was not sent from this page. Start again from your application."),
                 status: .forbidden)
@@ -155,16 +156,24 @@ struct AuthorizeEndpoint: Sendable {
 
     private func action(_ context: AuthorizationServerContext) -> String { context.issuerPath + "/oauth/authorize" }
 
-    private func existingCSRF(_ request: Request) -> String? {
-        guard let value = request.cookies[Self.csrfCookie]?.value, value.utf8.count == 64, value.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
+    private func existingCSRF(_ request: Request, context: AuthorizationServerContext) -> String? {
+        guard let value = request.cookies[Self.cookieName(context)]?.value, value.utf8.count == 64,
+            value.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
         else { return nil }
         return value
     }
 
+    /// Over HTTPS the `__Host-` prefix makes browsers refuse the cookie from a sibling subdomain, which could
+    /// otherwise plant a known token.
+    private static func cookieName(_ context: AuthorizationServerContext) -> String {
+        context.issuerURL.hasPrefix("https://") ? "__Host-" + csrfCookie : csrfCookie
+    }
+
     private func cookie(_ value: String, context: AuthorizationServerContext) -> String {
-        Cookie(
-            name: Self.csrfCookie, value: value, path: context.issuerPath + "/oauth/", secure: context.issuerURL.hasPrefix("https://"),
-            httpOnly: true, sameSite: .lax
+        let secure = context.issuerURL.hasPrefix("https://")
+        return Cookie(
+            name: Self.cookieName(context), value: value, path: secure ? "/" : context.issuerPath + "/oauth/", secure: secure, httpOnly: true,
+            sameSite: .lax
         ).description
     }
 }
