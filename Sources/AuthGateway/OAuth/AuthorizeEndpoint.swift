@@ -17,6 +17,7 @@ struct AuthorizeEndpoint: Sendable {
     let validator: AuthorizationRequestValidator
     /// The context at the time of the consent, which may follow a policy reload.
     let currentContext: @Sendable () -> AuthorizationServerContext?
+    let throttle = LoginThrottle()
 
     /// What a consent ticket stands for.
     private struct PendingConsent: Codable {
@@ -102,10 +103,15 @@ struct AuthorizeEndpoint: Sendable {
             return .success(subject: key.subject, scopes: scopes)
         }
         guard let username = form["username"], let password = form["password"] else { return wrong }
+        guard !throttle.isLocked(username) else { return .failure("Too many failed sign-ins for this user. Try again in a few minutes.") }
         let store = self.store
         // bcrypt takes a quarter of a second on purpose: keep it off the threads that serve /auth.
         let user = try? await NIOThreadPool.singleton.runIfActive { try store.authenticateUser(username: username, password: password) }
-        guard let user = user ?? nil else { return wrong }
+        guard let user = user ?? nil else {
+            throttle.recordFailure(username)
+            return wrong
+        }
+        throttle.recordSuccess(username)
         return .success(subject: user.username, scopes: requested.scopes)
     }
 
