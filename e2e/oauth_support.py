@@ -495,6 +495,16 @@ def start_traefik_on(processes: s.Processes, traefik_bin: Path, workdir: Path, p
     return child
 
 
+def scoped_logs(request) -> None:
+    """Log tails registered from now on (s.ACTIVE_LOGS) are attached to failures only until `request`'s scope ends."""
+    before = list(s.ACTIVE_LOGS)
+
+    def forget():
+        s.ACTIVE_LOGS[:] = [entry for entry in s.ACTIVE_LOGS if entry in before]
+
+    request.addfinalizer(forget)
+
+
 def base_env(extra: Optional[dict] = None) -> dict:
     """Environment for the gateway and authctl: ours without proxy settings (loopback only), no AUTHGATEWAY_DB."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}

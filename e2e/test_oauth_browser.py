@@ -72,6 +72,7 @@ class _CallbackHandler(s._QuietHandler):
 @pytest.fixture(scope="module")
 def browser_gateway(request, binaries, tmp_path_factory) -> o.OAuthGateway:
     gateway_bin, authctl, _ = binaries
+    o.scoped_logs(request)
     processes = s.Processes()
     request.addfinalizer(processes.stop_all)
     notes = s.Backend("notes-browser", s.FfmpegHandler)
@@ -112,7 +113,8 @@ def test_browser_logs_in_consents_and_lands_on_the_redirect_uri_with_a_working_c
     gw = browser_gateway
     user = gw.add_user("alice")
     redirect_uri = f"http://127.0.0.1:{callback_server.server_address[1]}/callback"
-    client = o.register_client(gw.origin, [redirect_uri], client_name="Browser Test Client")
+    client = o.register_client(gw.origin, [redirect_uri], client_name="Browser Test Client",
+                               token_endpoint_auth_method="none", grant_types=["authorization_code", "refresh_token"])
     verifier, challenge = o.pkce_pair()
     state = "browser-" + os.urandom(6).hex()
     url = o.authorize_url(gw.origin, response_type="code", client_id=client["client_id"], redirect_uri=redirect_uri,

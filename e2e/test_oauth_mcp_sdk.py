@@ -95,6 +95,7 @@ def start_mcp_server(processes: s.Processes, workdir: Path) -> tuple:
 def sdk_stack(request, binaries, tmp_path_factory):
     gateway_bin, authctl, traefik_bin = binaries
     workdir = tmp_path_factory.mktemp("oauth-sdk")
+    o.scoped_logs(request)
     processes = s.Processes()
     request.addfinalizer(processes.stop_all)
     try:
