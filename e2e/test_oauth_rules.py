@@ -298,6 +298,46 @@ def test_consent_deny_redirects_access_denied(gw, alice):
     assert_error_redirect(result.final, REDIRECT, "access_denied", start.params["state"])
 
 
+def test_error_redirects_carry_iss_too(gw, alice):
+    # RFC 9207 §2: a server that advertises authorization_response_iss_parameter_supported puts iss in every
+    # authorization response, error responses included (clients use it against mix-up attacks).
+    metadata = gw.get("/.well-known/oauth-authorization-server").json()
+    if not metadata.get("authorization_response_iss_parameter_supported"):
+        pytest.skip("the server does not advertise authorization_response_iss_parameter_supported")
+    client = public_client(gw)
+    bad_scope = start_authorization(gw, client["client_id"], scope="notes no_such_scope")
+    denied = o.authorize_via_http(start_authorization(gw, client["client_id"]).url, *alice, decision="deny")
+    missing = []
+    for reply in (o.Session().get(bad_scope.url), denied.final):
+        params = o.location_params(reply)
+        assert "error" in params, params
+        if params.get("iss") != gw.public_url:
+            missing.append(reply.header("Location"))
+    assert not missing, f"error redirects without iss={gw.public_url}: {missing}"
+
+
+def test_consent_ticket_is_single_use(gw, alice):
+    client = public_client(gw)
+    flow = o.Authorization(start_authorization(gw, client["client_id"]).url)
+    assert flow.open().status == 200
+    assert flow.login(*alice).status == 200
+    first = flow.decide("allow")
+    assert first.status == 303 and "code" in o.location_params(first), first
+    replay = flow.decide("allow")
+    assert replay.status in (400, 403), replay
+    assert replay.header("Location") is None, f"a replayed consent must not mint another code: {replay!r}"
+
+
+def test_registered_redirect_uri_keeps_its_query(gw, alice):
+    redirect_uri = "http://127.0.0.1:9/callback?tenant=e2e"
+    client = public_client(gw, [redirect_uri])
+    grant = code_for(gw, alice, client["client_id"], redirect_uri=redirect_uri)
+    assert grant.result.location.startswith(redirect_uri + "&"), grant.result.location
+    assert grant.result.params.get("tenant") == "e2e", grant.result.params
+    reply = o.exchange_code(gw.origin, client["client_id"], grant.code, redirect_uri, grant.verifier)
+    assert reply.status == 200, reply
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # /oauth/authorize refusals
 
@@ -474,6 +514,48 @@ def test_token_unknown_grant_type_is_unsupported_grant_type(gw):
     assert_token_error(reply, 400, "unsupported_grant_type")
 
 
+def test_code_is_bound_to_the_client_it_was_issued_to(gw, alice):
+    client, other = public_client(gw), public_client(gw)
+    grant = code_for(gw, alice, client["client_id"])
+    stolen = o.exchange_code(gw.origin, other["client_id"], grant.code, REDIRECT, grant.verifier)
+    assert_token_error(stolen, 400, "invalid_grant")
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+def test_confidential_client_must_authenticate_at_the_token_endpoint(gw, alice, method):
+    client = public_client(gw, token_endpoint_auth_method=method)
+    grant = code_for(gw, alice, client["client_id"])
+    bare = o.exchange_code(gw.origin, client["client_id"], grant.code, REDIRECT, grant.verifier)
+    assert_token_error(bare, 401, "invalid_client")
+    wrong = (o.exchange_code(gw.origin, None, grant.code, REDIRECT, grant.verifier,
+                             headers=[o.basic(client["client_id"], "agcs_wrong")])
+             if method == "client_secret_basic" else
+             o.exchange_code(gw.origin, client["client_id"], grant.code, REDIRECT, grant.verifier,
+                             client_secret="agcs_wrong"))
+    assert_token_error(wrong, 401, "invalid_client")
+    right = (o.exchange_code(gw.origin, None, grant.code, REDIRECT, grant.verifier,
+                             headers=[o.basic(client["client_id"], client["client_secret"])])
+             if method == "client_secret_basic" else
+             o.exchange_code(gw.origin, client["client_id"], grant.code, REDIRECT, grant.verifier,
+                             client_secret=client["client_secret"]))
+    assert right.status == 200, right
+
+
+def test_access_token_is_bound_to_its_resource(gw, alice):
+    notes = tokens_for(gw, alice)
+    client = public_client(gw)
+    grant = code_for(gw, alice, client["client_id"], scope="ledger", resource=f"{gw.public_url}/ledger")
+    reply = o.exchange_code(gw.origin, client["client_id"], grant.code, REDIRECT, grant.verifier)
+    assert reply.status == 200, reply
+    ledger = reply.json()["access_token"]
+    assert_allowed_at_auth(gw, ledger, "alice", "/ledger/x")
+    assert_allowed_at_auth(gw, notes.access, "alice", "/notes/x")
+    for token_value, path in ((notes.access, "/ledger/x"), (ledger, "/notes/x")):
+        crossed = gw.auth(token_value, path)
+        assert crossed.status == 401, (path, crossed)
+        assert 'error="invalid_token"' in (crossed.header("WWW-Authenticate") or ""), crossed
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Refresh tokens
 
@@ -504,6 +586,12 @@ def test_refresh_token_reuse_revokes_the_whole_family(gw, alice):
     assert_token_error(o.refresh(gw.origin, client_id, newest["refresh_token"]), 400, "invalid_grant")
     assert_refused_at_auth(gw, newest["access_token"])
     assert_refused_at_auth(gw, first.access)
+
+
+def test_refresh_token_is_bound_to_its_client(gw, alice):
+    tokens = tokens_for(gw, alice)
+    other = public_client(gw)
+    assert_token_error(o.refresh(gw.origin, other["client_id"], tokens.refresh), 400, "invalid_grant")
 
 
 # ----------------------------------------------------------------------------------------------------------------
