@@ -193,6 +193,33 @@ def test_path_issuer_metadata_is_served_at_path_forms_and_not_at_root(extra_gate
     assert root.status == 404, f"the root form names another issuer; it must not answer for /tenant: {root!r}"
 
 
+def test_path_issuer_serves_every_endpoint_its_metadata_names(extra_gateway):
+    tenant = extra_gateway("tenant-endpoints", path="/tenant")
+    doc = tenant.get("/.well-known/oauth-authorization-server/tenant").json()
+    jwks_path = urlsplit(doc["jwks_uri"]).path
+    jwks = tenant.get(jwks_path)
+    problems = [] if jwks.status == 200 and "keys" in jwks.body.decode() else [f"GET {jwks_path}: {jwks.status}"]
+    for name in ("token_endpoint", "registration_endpoint", "revocation_endpoint", "introspection_endpoint"):
+        path = urlsplit(doc[name]).path
+        reply = tenant.get(path, [("Content-Type", o.FORM_TYPE)], method="POST", body=b"")
+        if reply.status in (404, 405):
+            problems.append(f"POST {path}: {reply.status}")
+    authorize = urlsplit(doc["authorization_endpoint"]).path
+    if tenant.get(authorize).status in (404, 405):
+        problems.append(f"GET {authorize}: 404/405")
+    assert not problems, f"endpoints named by the metadata but not served: {problems}"
+
+
+def test_path_public_url_challenge_names_rfc9728_metadata_url_that_is_served(extra_gateway):
+    # RFC 9728 §3.1: the metadata of resource http://H/tenant/notes is at http://H/.well-known/oauth-protected-resource/tenant/notes
+    tenant = extra_gateway("tenant-prm", path="/tenant")
+    expected = f"{tenant.origin}/.well-known/oauth-protected-resource/tenant/notes"
+    challenge = o.challenge_params(tenant.auth(None, "/notes/x").header("WWW-Authenticate"))
+    reply = tenant.get(urlsplit(expected).path)
+    assert (challenge.get("resource_metadata"), reply.status) == (expected, 200), (challenge, reply)
+    assert reply.json()["resource"] == f"{tenant.public_url}/notes", reply
+
+
 def test_protected_resource_metadata_names_the_builtin_server(gw):
     reply = gw.get("/.well-known/oauth-protected-resource/notes")
     assert reply.status == 200, reply
