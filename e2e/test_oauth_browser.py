@@ -25,8 +25,9 @@ def in_ci() -> bool:
 
 
 def find_executable(env_name: str, names: tuple, fallbacks: tuple) -> str | None:
-    if os.environ.get(env_name):
-        return os.environ[env_name]
+    if os.environ.get(env_name):  # an explicit choice: used if it exists, never silently replaced
+        path = os.environ[env_name]
+        return path if os.access(path, os.X_OK) else None
     for name in names:
         found = shutil.which(name)
         if found:
@@ -70,6 +71,12 @@ class _CallbackHandler(s._QuietHandler):
 
 
 @pytest.fixture(scope="module")
+def browser():
+    """(chromium, chromedriver, selenium webdriver), checked before any process starts."""
+    return browser_or_skip()
+
+
+@pytest.fixture(scope="module")
 def browser_gateway(request, binaries, tmp_path_factory) -> o.OAuthGateway:
     gateway_bin, authctl, _ = binaries
     o.scoped_logs(request)
@@ -101,9 +108,9 @@ def callback_server(request):
     return server
 
 
-def test_browser_logs_in_consents_and_lands_on_the_redirect_uri_with_a_working_code(browser_gateway,
+def test_browser_logs_in_consents_and_lands_on_the_redirect_uri_with_a_working_code(browser, browser_gateway,
                                                                                      callback_server, tmp_path):
-    chromium, chromedriver, webdriver = browser_or_skip()
+    chromium, chromedriver, webdriver = browser
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
