@@ -156,10 +156,6 @@ struct OAuthEndpointTests {
             }
             let jwks = try #require(metadata["jwks_uri"] as? String)
             let jwksPath = try #require(URLComponents(string: jwks)?.path)
-            // BUG: for a path issuer, jwks_uri is <issuer>/oauth/jwks.json (/tenant/oauth/jwks.json), but the key set
-            // is served only at /oauth/jwks.json, so the advertised jwks_uri answers 404 (see the test report). Once
-            // fixed, drop this guard so the tenant case checks the key set too.
-            guard issuer == .root else { return }
             try await client.execute(uri: jwksPath, method: .get) { response in
                 #expect(response.status == .ok, "jwks_uri \(jwksPath) answered \(response.status)")
                 #expect((response.json["keys"] as? [Any])?.isEmpty == false)
@@ -210,28 +206,22 @@ struct OAuthEndpointTests {
         }
     }
 
-    // BUG: with a public_url that has a path, the 401's resource_metadata URL
-    // (https://mcp.example.com/tenant/.well-known/oauth-protected-resource/tenant/ffmpeg) is not routed (404), and the
-    // RFC 9728 §3.1 location of the resource's metadata (/.well-known/oauth-protected-resource/tenant/ffmpeg) is 404
-    // too: the document is served at /.well-known/oauth-protected-resource/ffmpeg instead, the location of a
-    // resource https://mcp.example.com/ffmpeg. See the test report; enable once fixed.
-    //
-    // @Test("with a path public URL the 401 points at protected resource metadata that is served at its RFC 9728 location")
-    // func pathIssuerResourceMetadata() async throws {
-    //     let fixture = try GatewayFixture(policy: Self.tenantPolicy)
-    //     try await fixture.withLiveServer { client in
-    //         let challenge = try await client.execute(uri: "/auth", method: .get, headers: forwardedHeaders(uri: "/tenant/ffmpeg/mcp")) {
-    //             $0.header("WWW-Authenticate") ?? ""
-    //         }
-    //         let expected = "https://mcp.example.com/.well-known/oauth-protected-resource/tenant/ffmpeg"
-    //         #expect(challenge.contains("resource_metadata=\"\(expected)\""), "\(challenge)")
-    //         try await client.execute(uri: "/.well-known/oauth-protected-resource/tenant/ffmpeg", method: .get) { response in
-    //             #expect(response.status == .ok)
-    //             #expect(response.json["resource"] as? String == "https://mcp.example.com/tenant/ffmpeg")
-    //             #expect(response.json["authorization_servers"] as? [String] == ["https://mcp.example.com/tenant"])
-    //         }
-    //     }
-    // }
+    @Test("with a path public URL the 401 points at protected resource metadata that is served at its RFC 9728 location")
+    func pathIssuerResourceMetadata() async throws {
+        let fixture = try GatewayFixture(policy: Self.tenantPolicy)
+        try await fixture.withLiveServer { client in
+            let challenge = try await client.execute(uri: "/auth", method: .get, headers: forwardedHeaders(uri: "/tenant/ffmpeg/mcp")) {
+                $0.header("WWW-Authenticate") ?? ""
+            }
+            let expected = "https://mcp.example.com/.well-known/oauth-protected-resource/tenant/ffmpeg"
+            #expect(challenge.contains("resource_metadata=\"\(expected)\""), "\(challenge)")
+            try await client.execute(uri: "/.well-known/oauth-protected-resource/tenant/ffmpeg", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.json["resource"] as? String == "https://mcp.example.com/tenant/ffmpeg")
+                #expect(response.json["authorization_servers"] as? [String] == ["https://mcp.example.com/tenant"])
+            }
+        }
+    }
 
     // MARK: Access tokens at /auth
 

@@ -86,7 +86,7 @@ public struct JWTAuthenticator: CredentialAuthenticator {
         } catch {
             return .invalid(reason: "JWT signature does not verify")
         }
-        if issuer.isBuiltin, (header["typ"] as? String)?.lowercased() != "at+jwt" {
+        if issuer.isBuiltin, !["at+jwt", "application/at+jwt"].contains((header["typ"] as? String)?.lowercased()) {
             return .invalid(reason: "built-in issuer tokens must be typ at+jwt")
         }
         verified.store(claims, issuer: issuer.name, generation: generation, for: digest)

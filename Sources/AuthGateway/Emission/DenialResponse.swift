@@ -53,7 +53,7 @@ public struct DenialResponse: Sendable, Equatable {
     /// The URL of the route's protected resource metadata (RFC 9728 §3.1: the well-known path inserted before the
     /// resource's path).
     public static func resourceMetadataURL(gateway: GatewaySettings, route: RoutePolicy?) -> String {
-        let base = gateway.publicURL + "/.well-known/oauth-protected-resource"
+        let base = gateway.origin + "/.well-known/oauth-protected-resource"
         guard let resource = route?.resource, let path = URLComponents(string: resource)?.path, path != "/" else { return base }
         return base + path
     }

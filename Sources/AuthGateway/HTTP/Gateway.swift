@@ -85,7 +85,6 @@ public final class Gateway: Sendable {
         }
         EnvoyAuthEndpoint.register(on: router, endpoint: endpoint)
         MetadataEndpoint.register(on: router, gateway: self)
-        SigningKeySetEndpoint.register(on: router, store: store)
         let issuerPath = engine.policy.builtinIssuer.map { AuthorizationServerContext.path(of: $0.issuer) } ?? ""
         AuthorizationServer(store: store, currentPolicy: { [unowned self] in self.engine.policy }).register(on: router, issuerPath: issuerPath)
         router.get("/healthz") { _, _ in

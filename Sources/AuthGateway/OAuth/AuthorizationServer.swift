@@ -26,6 +26,7 @@ struct AuthorizationServer: Sendable {
 
         for prefix in Set(["", issuerPath]) {
             let base = prefix + "/oauth/"
+            SigningKeySetEndpoint.register(on: router, path: base + "jwks.json", store: store)
             router.get(RouterPath(base + "authorize")) { request, _ in await serve { await authorize.show(request, context: $0) } }
             router.post(RouterPath(base + "authorize")) { request, _ in await serve { await authorize.submit(request, context: $0) } }
             let posts: [(String, @Sendable (Request, AuthorizationServerContext) async -> Response)] = [

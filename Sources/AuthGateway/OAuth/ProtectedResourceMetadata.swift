@@ -13,11 +13,11 @@ public struct ProtectedResourceMetadata: Sendable, Equatable {
     /// exists only when a route's resource is the public origin itself: describing the origin otherwise would make
     /// clients ask for tokens whose audience no route accepts.
     public static func lookup(path requestedPath: String, in policy: Policy) -> ProtectedResourceMetadata? {
-        let origin = policy.gateway.publicURL
+        let origin = policy.gateway.origin
         let requested = requestedPath.split(separator: "/").map(String.init)
         var best: (route: RoutePolicy, length: Int)?
         for route in policy.routes {
-            guard route.resource.hasPrefix(origin) else { continue }
+            guard route.resource == origin || route.resource.hasPrefix(origin + "/") else { continue }
             let resourcePath = route.resource.dropFirst(origin.count).split(separator: "/").map(String.init)
             guard resourcePath.count <= requested.count, Array(requested.prefix(resourcePath.count)) == resourcePath else { continue }
             if requested.isEmpty && !resourcePath.isEmpty { continue }

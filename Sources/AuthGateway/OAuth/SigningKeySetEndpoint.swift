@@ -5,9 +5,7 @@ import TokenStore
 /// `GET /oauth/jwks.json`: the public keys of the built-in authorization server (current and previous), so any
 /// verifier, including this gateway's own `jwt` credential kind, can check the access tokens it signs.
 enum SigningKeySetEndpoint {
-    static let path = "/oauth/jwks.json"
-
-    static func register(on router: Router<GatewayRequestContext>, store: TokenStore) {
+    static func register(on router: Router<GatewayRequestContext>, path: String, store: TokenStore) {
         router.get(RouterPath(path)) { _, context in
             do {
                 return MetadataEndpoint.json(String(decoding: try document(from: store), as: UTF8.self), status: .ok)

@@ -25,6 +25,14 @@ public struct GatewaySettings: Sendable {
     public var identityHeaders: IdentityHeaderNames
     /// A header that carries an API key as its whole value, besides `Authorization: Bearer`.
     public var apiKeyHeader: String?
+
+    /// `scheme://host[:port]` of the public URL: where well-known documents live even when `publicURL` has a path.
+    public var origin: String {
+        guard let components = URLComponents(string: publicURL), let scheme = components.scheme, let host = components.host else { return publicURL }
+        let port = components.port.map { ":\($0)" } ?? ""
+        let shownHost = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+        return "\(scheme)://\(shownHost)\(port)"
+    }
 }
 
 /// The names of the identity headers the gateway answers with on allow.

@@ -64,7 +64,8 @@ enum RouteSection {
         if let resourceNode = entries["resource"] {
             resource = reader.url(resourceNode, "\(what).resource")
         } else if let path {
-            resource = context.gateway.publicURL + path.literalPrefix
+            // Match paths are whole request paths, so the default resource hangs off the origin, not public_url's path.
+            resource = context.gateway.origin + path.literalPrefix
         }
 
         // accept
