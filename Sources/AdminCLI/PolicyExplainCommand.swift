@@ -108,6 +108,7 @@ struct PolicyExplain: AsyncParsableCommand {
         switch route.backend.style {
         case .headers: print("  backend: identity headers")
         case .credential(let credential): print("  backend: own credential in \(credential.header) from \(credential.origin)\(credential.value == nil ? " (NOT SET: 503)" : "")")
+        case .path(let backend): print("  backend: proxied by the gateway to \(backend.upstream)\(backend.template)")
         }
     }
 }

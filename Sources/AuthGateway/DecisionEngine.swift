@@ -27,7 +27,13 @@ public struct DecisionEngine: Sendable {
         } catch {
             return .deny(Denial(kind: .badRequest, route: nil, reason: error.description))
         }
+        return await decide(request)
+    }
 
+    /// Decides a request already read and validated (forwarded by a trusted proxy, or received directly by the
+    /// gateway's own reverse proxy): route match → authenticate → authorize → emit.
+    public func decide(_ request: ForwardedRequest) async -> Decision {
+        let headers = request.headers
         let matched: MatchedRoute
         switch matcher.match(request) {
         case .matched(let route): matched = route

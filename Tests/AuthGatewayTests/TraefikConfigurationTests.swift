@@ -84,4 +84,33 @@ struct TraefikConfigurationTests {
         }
         #expect(error.description.contains("route 'lost'"))
     }
+
+    @Test("a path-style route goes to the gateway itself, without forwardAuth, in first-match order")
+    func pathStyleRouteGoesToGateway() throws {
+        let routes = """
+              - name: bound
+                match: { host: mcp.example.com, path: "/openmemory/{client}/sse/{user}" }
+                accept: [api_key]
+                backend: { url: "http://om:8765" }
+              - name: proxied
+                match: { host: mcp.example.com, path: /openmemory/sse/** }
+                accept: [api_key]
+                backend: { style: path, url: "http://om:8765", path: "/mcp/{client_name}/sse/{subject}" }
+              - name: tools
+                match: { path: "/ffmpeg/**" }
+                accept: [api_key]
+                backend: { url: "http://ff:80" }
+            """
+        let http = try generate(routes)
+        let routers = try #require(http["routers"] as? [String: [String: Any]])
+        let proxied = try #require(routers["proxied"])
+        #expect(proxied["service"] as? String == "authgateway")
+        #expect(proxied["middlewares"] == nil)
+        #expect(proxied["rule"] as? String == "Host(`mcp.example.com`) && (Path(`/openmemory/sse`) || PathPrefix(`/openmemory/sse/`))")
+        let services = try #require(http["services"] as? [String: Any])
+        #expect(services["proxied"] == nil, "the upstream is the gateway's business, not Traefik's")
+        let priorities = ["bound", "proxied", "tools"].compactMap { routers[$0]?["priority"] as? Int }
+        #expect(priorities.count == 3 && priorities == priorities.sorted(by: >))
+    }
 }
+

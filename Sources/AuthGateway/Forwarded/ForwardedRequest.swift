@@ -74,6 +74,21 @@ public struct ForwardedRequest: Sendable {
         self.headers = headers
     }
 
+    /// A request whose parts were read and validated elsewhere (`init(direct:…)`).
+    init(
+        method: String, proto: String, host: String, path: String, pathSegments: [Substring], query: String?,
+        clientAddress: IPAddress?, headers: HTTPFields
+    ) {
+        self.method = method
+        self.proto = proto
+        self.host = host
+        self.path = path
+        self.pathSegments = pathSegments
+        self.query = query
+        self.clientAddress = clientAddress
+        self.headers = headers
+    }
+
     /// The value of a header that must appear exactly once and hold no comma list.
     private static func single(_ name: HTTPField.Name, in headers: HTTPFields) throws(Refusal) -> String {
         let values = headers[values: name]
@@ -84,7 +99,7 @@ public struct ForwardedRequest: Sendable {
     }
 
     /// The value without leading and trailing spaces and tabs.
-    private static func trimmed(_ value: Substring) -> Substring {
+    static func trimmed(_ value: Substring) -> Substring {
         let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
         guard let first = value.utf8.firstIndex(where: { !isBlank($0) }), let last = value.utf8.lastIndex(where: { !isBlank($0) }) else {
             return value[value.endIndex...]
@@ -92,7 +107,7 @@ public struct ForwardedRequest: Sendable {
         return value[first...last]
     }
 
-    private static func canonicalProto(_ raw: String) -> String? {
+    static func canonicalProto(_ raw: String) -> String? {
         switch raw {
         case "http", "HTTP": "http"
         case "https", "HTTPS": "https"
@@ -123,7 +138,7 @@ public struct ForwardedRequest: Sendable {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    private static func splitURI(_ uri: String) throws(Refusal) -> (String, String?) {
+    static func splitURI(_ uri: String) throws(Refusal) -> (String, String?) {
         let bytes = uri.utf8
         guard bytes.first == UInt8(ascii: "/") else { throw .malformed("X-Forwarded-Uri", "does not start with '/'") }
         guard bytes.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
@@ -138,7 +153,7 @@ public struct ForwardedRequest: Sendable {
 
     /// Splits the path and refuses anything a backend could read differently from the gateway: dot segments,
     /// empty inner segments, invalid escapes, and encoded `/`, `\`, NUL or `.`.
-    private static func validatedSegments(of path: String) throws(Refusal) -> [Substring] {
+    static func validatedSegments(of path: String) throws(Refusal) -> [Substring] {
         var segments: [Substring] = []
         var start = path.utf8.index(after: path.utf8.startIndex)
         var index = start

@@ -15,6 +15,8 @@ public final class Gateway: Sendable {
         let jwt: JWTAuthenticator
         /// Traefik dynamic configuration for this policy, when the provider endpoint is on and generation succeeded.
         let traefikConfiguration: String?
+        /// What the reverse proxy strips from requests for this policy's header names.
+        let proxyHeaders: ProxyHeaders
     }
 
     private let generation: Mutex<Generation>
@@ -25,6 +27,10 @@ public final class Gateway: Sendable {
     public let usage: LastUsedRecorder
     /// Outlives policy reloads: the keys do not change with the policy.
     private let keyCache = APIKeyCache()
+    /// MCP sessions opened through the reverse proxy, bound to their principals; they outlive policy reloads.
+    public let sessionBindings = SessionBindings()
+    /// Circuit breakers, health checks and stream counts of the path-style backends.
+    public let backendHealth = BackendHealth()
 
     /// - Parameter traefikGatewayURL: when set, `GET /traefik/dynamic-config` serves Traefik's dynamic configuration
     ///   for the current policy, with forwardAuth pointing at this URL.
@@ -42,17 +48,21 @@ public final class Gateway: Sendable {
         }
         self.generation = Mutex(
             Self.makeGeneration(policy: policy, store: store, usage: usage, keyCache: keyCache, client: httpClient, logger: logger, traefik: traefikOptions, previous: nil))
+        backendHealth.sync(with: policy)
     }
 
     public var engine: DecisionEngine { generation.withLock { $0.engine } }
     public var jwt: JWTAuthenticator { generation.withLock { $0.jwt } }
     var traefikConfiguration: String? { generation.withLock { $0.traefikConfiguration } }
+    var proxyHeaders: ProxyHeaders { generation.withLock { $0.proxyHeaders } }
 
     /// Replaces the policy for every request that starts from now on.
     public func apply(_ policy: Policy) {
         let previous = generation.withLock { $0 }
         let next = Self.makeGeneration(policy: policy, store: store, usage: usage, keyCache: keyCache, client: httpClient, logger: logger, traefik: traefikOptions, previous: previous)
         generation.withLock { $0 = next }
+        backendHealth.sync(with: policy)
+        sessionBindings.removeRoutes(notIn: Set(policy.routes.filter { $0.backend.pathStyle != nil }.map(\.name)))
     }
 
     private static func makeGeneration(
@@ -73,7 +83,9 @@ public final class Gateway: Sendable {
                 logger.error("cannot generate Traefik configuration; serving the last good one", metadata: ["error": "\(error)"])
             }
         }
-        return Generation(engine: DecisionEngine(policy: policy, authenticators: authenticators), jwt: jwt, traefikConfiguration: traefikConfiguration)
+        return Generation(
+            engine: DecisionEngine(policy: policy, authenticators: authenticators), jwt: jwt, traefikConfiguration: traefikConfiguration,
+            proxyHeaders: ProxyHeaders(gateway: policy.gateway))
     }
 
     /// The router with every endpoint the gateway serves.
@@ -90,9 +102,18 @@ public final class Gateway: Sendable {
         router.get("/healthz") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: .init(string: #"{"status":"ok"}"#)))
         }
+        router.get("/healthz/backends") { _, _ in
+            let (json, healthy) = self.backendHealth.report()
+            return Response(
+                status: healthy ? .ok : .serviceUnavailable, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: .init(string: json)))
+        }
         if traefikOptions != nil {
             router.get("/traefik/dynamic-config") { _, context in TraefikProviderEndpoint.respond(gateway: self, context: context) }
         }
+        // Last, so that it wraps only the not-found responder: requests for the gateway's own endpoints (and the
+        // /auth hot path) never pass through it.
+        router.add(middleware: ProxyEndpoint(gateway: self))
         return router
     }
 
@@ -105,7 +126,7 @@ public final class Gateway: Sendable {
             router: makeRouter(),
             // Traefik opens a new connection for most auth calls: a deep accept queue keeps bursts from being refused.
             configuration: .init(address: .hostname(host, port: port), serverName: nil, backlog: 4096, reuseAddress: true),
-            services: [usage] + services,
+            services: [usage, BackendHealthMonitor(health: backendHealth, bindings: sessionBindings, logger: logger, tick: .seconds(1))] + services,
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
             logger: logger)
     }

@@ -174,7 +174,7 @@ public struct PathContextRule: Sendable {
 /// How the backend behind a route expects identity.
 public struct Backend: Sendable {
     public var style: Style
-    /// The backend's URL, used when generating proxy configuration.
+    /// The backend's URL: the Traefik service address, or the upstream the gateway proxies to for style `path`.
     public var url: String?
     /// A path prefix Traefik removes (after the forwardAuth decision) before the request reaches the backend.
     public var stripPrefix: String?
@@ -184,6 +184,13 @@ public struct Backend: Sendable {
         case headers
         /// Identity headers plus the backend's own secret in its header, replacing the client's credential.
         case credential(BackendCredential)
+        /// The gateway itself proxies to the backend, writing the principal's identity into the upstream path.
+        case path(PathStyleBackend)
+    }
+
+    /// The path-style settings, when the gateway proxies this route itself.
+    public var pathStyle: PathStyleBackend? {
+        if case .path(let backend) = style { backend } else { nil }
     }
 }
 

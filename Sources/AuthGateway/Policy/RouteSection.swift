@@ -111,7 +111,9 @@ enum RouteSection {
         let backend = entries["backend"].flatMap { readBackend($0, what: what, context: context, reader: reader, warnings: &warnings) }
             ?? Backend(style: .headers, url: nil, stripPrefix: nil)
 
-        if let strip = backend.stripPrefix, let path, path.literalPrefix != strip, !path.literalPrefix.hasPrefix(strip + "/") {
+        if case .path = backend.style {
+            PathBackendSection.checkRoute(path: path, accept: accept, stripPrefix: backend.stripPrefix, entries: entries, what: what, reader: reader)
+        } else if let strip = backend.stripPrefix, let path, path.literalPrefix != strip, !path.literalPrefix.hasPrefix(strip + "/") {
             reader.fail(entries["backend"], "\(what).backend.strip_prefix '\(strip)' is not a prefix of the route path \(path)")
         }
         guard reader.errors.count == errorsBefore, let path, let resource else { return nil }
@@ -173,8 +175,14 @@ enum RouteSection {
     private static func readBackend(
         _ node: Node, what: String, context: Context, reader: PolicyReader, warnings: inout [String]
     ) -> Backend? {
-        let allowed: Set = ["style", "url", "strip_prefix", "header", "prefix", "value_env", "value_file"]
+        let allowed = Set(["style", "url", "strip_prefix", "header", "prefix", "value_env", "value_file"]).union(PathBackendSection.keys)
         guard let entries = reader.mapping(node, "\(what).backend", allowed: allowed) else { return nil }
+        let styleName = entries["style"].flatMap { reader.nonEmptyString($0, "\(what).backend.style") } ?? "headers"
+        if styleName != "path" {
+            for key in PathBackendSection.keys.sorted() where entries[key] != nil {
+                reader.fail(entries[key], "\(what).backend.\(key) applies only to style: path")
+            }
+        }
         let url = entries["url"].flatMap { reader.url($0, "\(what).backend.url") }
         var stripPrefix: String?
         if let stripNode = entries["strip_prefix"], let value = reader.nonEmptyString(stripNode, "\(what).backend.strip_prefix") {
@@ -183,7 +191,6 @@ enum RouteSection {
             }
             stripPrefix = value
         }
-        let styleName = entries["style"].flatMap { reader.nonEmptyString($0, "\(what).backend.style") } ?? "headers"
         switch styleName {
         case "headers":
             for key in ["header", "prefix", "value_env", "value_file"] where entries[key] != nil {
@@ -218,8 +225,14 @@ enum RouteSection {
                 reader.fail(node, "\(what).backend: the secret from \(credential.origin) contains a line break")
             }
             return Backend(style: .credential(credential), url: url, stripPrefix: stripPrefix)
+        case "path":
+            for key in ["header", "prefix", "value_env", "value_file"] where entries[key] != nil {
+                reader.fail(entries[key], "\(what).backend.\(key) applies only to style: credential")
+            }
+            guard let backend = PathBackendSection.read(entries, node: node, what: what, reader: reader) else { return nil }
+            return Backend(style: .path(backend), url: url, stripPrefix: stripPrefix)
         default:
-            reader.fail(entries["style"], "\(what).backend.style must be headers or credential, not '\(styleName)'")
+            reader.fail(entries["style"], "\(what).backend.style must be headers, credential or path, not '\(styleName)'")
             return nil
         }
     }

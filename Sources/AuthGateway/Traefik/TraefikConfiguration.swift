@@ -7,6 +7,7 @@ import Yams
 /// Every route gets a router with the forwardAuth middleware first, `trustForwardHeader: false`, every identity
 /// and credential header in `authResponseHeaders`, a bounded auth response, and a service pointing at the
 /// route's `backend.url`; a `stripPrefix` middleware comes after forwardAuth, so the gateway sees the full path.
+/// A `style: path` route's router goes to the gateway itself, without forwardAuth: the gateway is its proxy.
 /// Routers keep the policy's first-match order through explicit priorities.
 public struct TraefikConfiguration: Sendable {
     /// How Traefik reaches the gateway and where routers listen.
@@ -86,6 +87,15 @@ public struct TraefikConfiguration: Sendable {
 
         var problems: [String] = []
         for (index, route) in policy.routes.enumerated() {
+            if route.backend.pathStyle != nil {
+                // The gateway is this route's reverse proxy and decides each request itself: no forwardAuth, and
+                // the original Host and path reach it unchanged.
+                routers[route.name] = [
+                    "rule": TraefikRule.rule(for: route), "entryPoints": options.entryPoints, "service": "authgateway",
+                    "priority": Self.routePriorityBase - index,
+                ] as [String: Any]
+                continue
+            }
             guard let url = route.backend.url else {
                 problems.append("route '\(route.name)' (\(route.location)) has no backend.url: Traefik needs the service address")
                 continue

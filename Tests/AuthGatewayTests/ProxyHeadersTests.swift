@@ -1,0 +1,58 @@
+@testable import AuthGateway
+import HTTPTypes
+import NIOHTTP1
+import Testing
+
+@Suite("Proxy headers")
+struct ProxyHeadersTests {
+    static let gateway = GatewaySettings(
+        publicURL: "https://mcp.example.com", realm: "mcp", trustedProxies: [], identityHeaders: IdentityHeaderNames(), apiKeyHeader: "X-API-Key")
+
+    static func upstream(_ pairs: [(String, String)]) -> HTTPHeaders {
+        var fields = HTTPFields()
+        for (name, value) in pairs { fields.append(HTTPField(name: HTTPField.Name(name)!, value: value)) }
+        return ProxyHeaders(gateway: gateway).upstream(
+            from: fields, identity: [HTTPField(name: HTTPField.Name("X-Auth-Subject")!, value: "alice")], clientAddress: IPAddress("203.0.113.7"),
+            publicHost: "mcp.example.com", proto: "https", prefix: "/om")
+    }
+
+    @Test("the client's credentials, cookies, identity and forwarding headers never go upstream", arguments: [
+        "Authorization", "X-API-Key", "Cookie", "X-Auth-Subject", "X-Auth-Route", "X-Auth-Anything", "X-Forwarded-For",
+        "X-Forwarded-Host", "Forwarded", "X-Real-IP",
+    ])
+    func clientHeadersDropped(_ name: String) {
+        let headers = Self.upstream([(name, "mallory"), ("Accept", "text/event-stream")])
+        #expect(!headers[name].contains("mallory"))
+        #expect(headers["Accept"] == ["text/event-stream"])
+    }
+
+    @Test("hop-by-hop headers and those the Connection header lists are dropped", arguments: [
+        "Connection", "Keep-Alive", "TE", "Trailer", "Upgrade", "Proxy-Authorization", "X-Hop",
+    ])
+    func hopByHopDropped(_ name: String) {
+        let headers = Self.upstream([("Connection", "keep-alive, X-Hop"), (name, "1"), ("Mcp-Session-Id", "s1")])
+        #expect(headers[name].isEmpty)
+        #expect(headers["Mcp-Session-Id"] == ["s1"])
+    }
+
+    @Test("the gateway adds its identity and forwarding headers")
+    func gatewayHeadersAdded() {
+        let headers = Self.upstream([])
+        #expect(headers["X-Auth-Subject"] == ["alice"])
+        #expect(headers["X-Forwarded-For"] == ["203.0.113.7"])
+        #expect(headers["X-Forwarded-Host"] == ["mcp.example.com"])
+        #expect(headers["X-Forwarded-Proto"] == ["https"])
+        #expect(headers["X-Forwarded-Prefix"] == ["/om"])
+    }
+
+    @Test("downstream, hop-by-hop headers and the upstream's framing are dropped, the rest kept")
+    func downstream() {
+        let fields = ProxyHeaders.downstream(from: [
+            "Content-Type": "text/event-stream", "Connection": "close, X-Hop", "X-Hop": "1", "Transfer-Encoding": "chunked",
+            "Content-Length": "5", "Mcp-Session-Id": "s1",
+        ])
+        #expect(fields[.contentType] == "text/event-stream")
+        #expect(fields[HTTPField.Name("Mcp-Session-Id")!] == "s1")
+        for name in ["Connection", "X-Hop", "Transfer-Encoding", "Content-Length"] { #expect(fields[HTTPField.Name(name)!] == nil, "\(name)") }
+    }
+}
