@@ -18,7 +18,7 @@ struct AuthorizationServer: Sendable {
     func register(on router: Router<GatewayRequestContext>, issuerPath: String) {
         let tokens = AccessTokenIssuer(store: store)
         let validator = AuthorizationRequestValidator(store: store, metadataDocuments: ClientMetadataDocumentFetcher(store: store))
-        let authorize = AuthorizeEndpoint(store: store, validator: validator, currentContext: currentContext)
+        let authorize = AuthorizeEndpoint(store: store, validator: validator)
         let token = TokenEndpoint(store: store, tokens: tokens)
         let registration = ClientRegistrationEndpoint(store: store)
         let revocation = RevocationEndpoint(store: store, tokens: tokens)

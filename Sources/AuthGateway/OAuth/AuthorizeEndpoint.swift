@@ -15,8 +15,6 @@ struct AuthorizeEndpoint: Sendable {
 
     let store: TokenStore
     let validator: AuthorizationRequestValidator
-    /// The context at the time of the consent, which may follow a policy reload.
-    let currentContext: @Sendable () -> AuthorizationServerContext?
     let throttle = LoginThrottle()
 
     /// What a consent ticket stands for.
@@ -34,7 +32,7 @@ struct AuthorizeEndpoint: Sendable {
             let html = AuthorizationPages.login(validated, action: action(context), csrf: csrf)
             return AuthorizationPages.response(html, status: .ok, cookie: cookie(csrf, context: context))
         } catch {
-            return failureResponse(error, status: .found)
+            return failureResponse(error, status: .found, context: context)
         }
     }
 
@@ -50,13 +48,13 @@ struct AuthorizeEndpoint: Sendable {
                 status: .forbidden)
         }
         if let ticket = form["consent_ticket"] {
-            return await consent(ticket: ticket, decision: form["decision"], csrf: csrf)
+            return await consent(ticket: ticket, decision: form["decision"], csrf: csrf, context: context)
         }
         let validated: AuthorizationRequest
         do {
             validated = try await validator.validate(form, context: context)
         } catch {
-            return failureResponse(error, status: .seeOther)
+            return failureResponse(error, status: .seeOther, context: context)
         }
         return await login(validated, form: form, csrf: csrf, context: context)
     }
@@ -115,7 +113,7 @@ struct AuthorizeEndpoint: Sendable {
         return .success(subject: user.username, scopes: requested.scopes)
     }
 
-    private func consent(ticket: String, decision: String?, csrf: String) async -> Response {
+    private func consent(ticket: String, decision: String?, csrf: String, context: AuthorizationServerContext) async -> Response {
         guard let stored = try? store.takeConsentTicket(ticket),
             let pending = try? JSONDecoder().decode(PendingConsent.self, from: stored.request),
             constantTimeEquals(Data(pending.csrf.utf8), Data(csrf.utf8))
@@ -125,37 +123,44 @@ struct AuthorizeEndpoint: Sendable {
         }
         let request = pending.request
         guard decision == "allow" else {
-            return redirect(request.redirectURI, ["error": "access_denied", "error_description": "the user denied access"], state: request.state, status: .seeOther)
+            return redirect(
+                request.redirectURI, ["error": "access_denied", "error_description": "the user denied access"], state: request.state,
+                status: .seeOther, context: context)
         }
-        return await issueCode(request, subject: stored.subject)
+        return await issueCode(request, subject: stored.subject, context: context)
     }
 
-    private func issueCode(_ request: AuthorizationRequest, subject: String) async -> Response {
-        guard let context = currentContext(), let client = try? store.client(id: request.clientID), client.revokedAt == nil else {
+    private func issueCode(_ request: AuthorizationRequest, subject: String, context: AuthorizationServerContext) async -> Response {
+        guard let client = try? store.client(id: request.clientID), client.revokedAt == nil else {
             return AuthorizationPages.response(AuthorizationPages.error("This application's access has been revoked."), status: .badRequest)
         }
         do {
             let code = try store.createAuthorization(
                 clientID: client.id, subject: subject, scope: request.scopes, resource: request.resource, redirectURI: request.redirectURI,
                 codeChallenge: request.codeChallenge, codeLifetime: context.settings.codeLifetime, grantLifetime: context.settings.refreshTokenLifetime)
-            return redirect(request.redirectURI, ["code": code, "iss": context.issuerURL], state: request.state, status: .seeOther)
+            return redirect(request.redirectURI, ["code": code], state: request.state, status: .seeOther, context: context)
         } catch {
             return AuthorizationPages.response(AuthorizationPages.error("The server cannot record the authorization. Try again later."), status: .serviceUnavailable)
         }
     }
 
-    private func failureResponse(_ failure: AuthorizationFailure, status: HTTPResponse.Status) -> Response {
+    private func failureResponse(_ failure: AuthorizationFailure, status: HTTPResponse.Status, context: AuthorizationServerContext) -> Response {
         switch failure {
         case .page(let message):
             return AuthorizationPages.response(AuthorizationPages.error(message), status: .badRequest)
         case .redirect(let uri, let error, let description, let state):
-            return redirect(uri, ["error": error, "error_description": description], state: state, status: status)
+            return redirect(uri, ["error": error, "error_description": description], state: state, status: status, context: context)
         }
     }
 
-    private func redirect(_ uri: String, _ values: KeyValuePairs<String, String>, state: String?, status: HTTPResponse.Status) -> Response {
+    /// Sends the browser back to the client. `iss` goes on every answer, errors included (RFC 9207 §2), so a
+    /// client talking to several servers can tell which one answered (mix-up attacks).
+    private func redirect(
+        _ uri: String, _ values: KeyValuePairs<String, String>, state: String?, status: HTTPResponse.Status, context: AuthorizationServerContext
+    ) -> Response {
         var pairs = values.map { ($0.key, $0.value) }
         if let state { pairs.append(("state", state)) }
+        pairs.append(("iss", context.issuerURL))
         let location = AuthorizationFailure.redirectURL(uri, parameters: pairs)
         return Response(status: status, headers: [.location: location, .cacheControl: "no-store", .init("Referrer-Policy")!: "no-referrer"])
     }

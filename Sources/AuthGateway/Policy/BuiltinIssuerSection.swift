@@ -50,7 +50,8 @@ enum BuiltinIssuerSection {
         guard let publicURL else { return nil }
         var issuer = IssuerPolicy(
             name: name, issuer: publicURL, keySource: .store, algorithms: ["ES256"], audience: .routeResource, claims: ClaimMapping(),
-            leeway: 30, jwksMinRefreshInterval: 1, jwksCacheTTL: 60, jwksStaleLimit: 86400)
+            // The gateway signs and checks its own tokens: only replicas' clock skew needs tolerating.
+            leeway: 5, jwksMinRefreshInterval: 1, jwksCacheTTL: 60, jwksStaleLimit: 86400)
         issuer.authorizationServer = settings
         return issuer
     }
