@@ -30,7 +30,8 @@ enum AuthorizationPages {
 
     static func consent(_ request: AuthorizationRequest, subject: String, ticket: String, action: String, csrf: String) -> String {
         let scopes = request.scopes.isEmpty ? "<li>no scopes</li>" : request.scopes.map { "<li><code>\(escape($0))</code></li>" }.joined()
-        let redirectHost = URLComponents(string: request.redirectURI).map { "\($0.scheme ?? "")://\($0.host ?? "")" } ?? request.redirectURI
+        let redirectHost = URLComponents(string: request.redirectURI).map { "\($0.scheme ?? "")://\($0.host ?? "")\($0.port.map { ":\($0)" } ?? "")" }
+            ?? request.redirectURI
         return page(
             title: "Allow access?",
             body: """
