@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Hummingbird
+import HummingbirdCore
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -97,6 +98,14 @@ public final class Gateway: Sendable {
         return router
     }
 
+    /// Hummingbird's HTTP/1 server with the decision endpoints answered by `FastAuthHandler` ahead of the router
+    /// (the router keeps serving them too, for requests that must queue behind another endpoint's answer).
+    public var httpServer: HTTPServerBuilder {
+        let endpoint = AuthEndpoint(gateway: self)
+        let logger = logger
+        return .http1(configuration: .init(additionalChannelHandlers: [FastAuthHandler(endpoint: endpoint, logger: logger)]))
+    }
+
     /// The HTTP application listening on `host:port`, with the batched key-usage writer and any extra services
     /// (such as the policy reloader) running beside it.
     public func makeApplication(
@@ -104,6 +113,7 @@ public final class Gateway: Sendable {
     ) -> some ApplicationProtocol {
         Application(
             router: makeRouter(),
+            server: httpServer,
             // Traefik opens a new connection for most auth calls: a deep accept queue keeps bursts from being refused.
             configuration: .init(address: .hostname(host, port: port), serverName: nil, backlog: 4096, reuseAddress: true),
             services: [usage] + services,

@@ -34,7 +34,7 @@ struct GatewayFixture {
     /// Runs `body` against the gateway listening on a real loopback socket, so the peer address is 127.0.0.1.
     func withLiveServer(_ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
         let app = Application(
-            router: gateway.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: LoopbackServer.quietLogger)
+            router: gateway.makeRouter(), server: gateway.httpServer, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: LoopbackServer.quietLogger)
         try await app.test(.live) { client in try await body(client) }
     }
 }
