@@ -12,9 +12,10 @@ import NIOHTTPTypes
 /// HTTP codec, so it sees each request head first. A decision request is answered here with exactly what
 /// `AuthEndpoint` answers through the router (same status, headers, body, and the `Date` Hummingbird adds); any other
 /// request, and every request that arrives while one passed to Hummingbird is still unanswered, continues down the
-/// pipeline. Hummingbird answers one request at a time, in order, so responses on a pipelined connection stay in
-/// request order: while an answer of this handler is pending, later requests are held (and reads paused) until it
-/// is written; while a Hummingbird answer is pending, later requests go to Hummingbird too.
+/// pipeline, into the `NIOAsyncChannel` this handler creates for Hummingbird the first time it needs one (see
+/// `FastAuthChannel`). Hummingbird answers one request at a time, in order, so responses on a pipelined connection stay in
+/// request order: while an answer of this handler is pending, later requests are held (and reads paused once one
+/// is held) until it is written; while a Hummingbird answer is pending, later requests go to Hummingbird too.
 ///
 /// A decision request's body is never read by the decision: it is discarded as it arrives, and the connection is
 /// closed once more than `maximumIgnoredBody` bytes of it have come in.
@@ -60,17 +61,29 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var answerPending = false
     private var closeAfterAnswer = CloseAfterAnswer.keepOpen
     private var ignoredBodyBytes = 0
-    /// Inbound parts that arrived after the request whose answer is pending, in arrival order.
-    private var held = CircularBuffer<HTTPRequestPart>()
+    /// What arrived after the request whose answer is pending, in arrival order.
+    private enum Held {
+        case part(HTTPRequestPart)
+        /// The client half-closed: it comes after its last requests, so it waits behind them.
+        case inputClosed
+    }
+
+    private var held = CircularBuffer<Held>()
     private var readHeld = false
     private var quiesceHeld = false
     /// The peer does not change on a connection: parsed once, on the first decision request.
     private var peer: IPAddress??
     private var executor: EventLoopTaskExecutor?
+    /// Receives Hummingbird's async channel when the first request is passed on, or nil when the connection ends
+    /// without one.
+    private let handoff: EventLoopPromise<FastAuthChannel.HummingbirdValue?>
+    private var handedOver = false
+    private var handoffSettled = false
 
-    init(endpoint: AuthEndpoint, logger: Logger) {
+    init(endpoint: AuthEndpoint, logger: Logger, handoff: EventLoopPromise<FastAuthChannel.HummingbirdValue?>) {
         self.endpoint = endpoint
         self.logger = logger
+        self.handoff = handoff
     }
 
     /// The decision endpoint `head` addresses, or nil when the router should have it (any other path, or a method
@@ -87,7 +100,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let part = unwrapInboundIn(data)
         // The current decision request's own body can be discarded at once; anything after it waits for the answer.
         if !held.isEmpty || (answerPending && reading != .decisionRequest) {
-            held.append(part)
+            held.append(.part(part))
             return
         }
         if handle(part, context: context) { context.fireChannelReadComplete() }
@@ -105,6 +118,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 startAnswer(to: head, endpoint: endpoint, context: context)
                 return false
             }
+            guard handOver(context: context) else { return false }
             passedAnswersOutstanding += 1
             reading = .passedRequest
         case (.decisionRequest, .body(let chunk)):
@@ -125,7 +139,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case (.passedRequest, .end):
             reading = .betweenRequests
         case (.betweenRequests, _), (.passedRequest, _):
-            break
+            guard handOver(context: context) else { return false }
         }
         context.fireChannelRead(wrapInboundOut(part))
         return true
@@ -190,8 +204,17 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
         }
         var passedAny = false
-        while !answerPending, let part = held.popFirst() {
-            if handle(part, context: context) { passedAny = true }
+        while !answerPending, let next = held.popFirst() {
+            switch next {
+            case .part(let part):
+                if handle(part, context: context) { passedAny = true }
+            case .inputClosed:
+                if passedAny {
+                    context.fireChannelReadComplete()
+                    passedAny = false
+                }
+                inputClosed(context: context)
+            }
         }
         if passedAny { context.fireChannelReadComplete() }
         guard !answerPending else { return }
@@ -205,9 +228,58 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Attaches Hummingbird's async channel (once per connection); false when that failed and the connection closes.
+    private func handOver(context: ChannelHandlerContext) -> Bool {
+        guard !handedOver else { return true }
+        do {
+            let asyncChannel = try FastAuthChannel.HummingbirdValue(
+                wrappingChannelSynchronously: context.channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+            handedOver = true
+            settleHandoff(asyncChannel)
+            return true
+        } catch {
+            logger.error("cannot attach the HTTP request loop to a connection", metadata: ["error": "\(error)"])
+            reading = .closing
+            context.close(promise: nil)
+            return false
+        }
+    }
+
+    private func settleHandoff(_ value: FastAuthChannel.HummingbirdValue?) {
+        guard !handoffSettled else { return }
+        handoffSettled = true
+        handoff.succeed(value)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        settleHandoff(nil)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        settleHandoff(nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Hummingbird's loop turns a parse error into its 400 answer and closes; it needs to be attached to do so.
+        if handOver(context: context) { context.fireErrorCaught(error) }
+    }
+
+    /// The client half-closed and every request before that is answered or with Hummingbird: Hummingbird's loop
+    /// ends the connection once its answers are out; without that loop nothing else would close it.
+    private func inputClosed(context: ChannelHandlerContext) {
+        if handedOver {
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        } else {
+            reading = .closing
+            context.close(promise: nil)
+        }
+    }
+
     func read(context: ChannelHandlerContext) {
-        // Like NIO's pipelining handler: no new requests are read while an answer is owed.
-        if answerPending {
+        // Like NIO's pipelining handler, no new requests are read while one is held behind a pending answer. Reads go
+        // on while only the answer is pending: pausing them would cost two epoll changes per request.
+        if !held.isEmpty {
             readHeld = true
         } else {
             context.read()
@@ -222,6 +294,14 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            if !held.isEmpty || answerPending {
+                held.append(.inputClosed)
+            } else {
+                inputClosed(context: context)
+            }
+            return
+        }
         // Hummingbird's connection handler closes an idle connection on graceful shutdown; it does not know about a
         // pending answer of this handler, so the event waits for it.
         if event is ChannelShouldQuiesceEvent, answerPending {

@@ -99,11 +99,11 @@ public final class Gateway: Sendable {
     }
 
     /// Hummingbird's HTTP/1 server with the decision endpoints answered by `FastAuthHandler` ahead of the router
-    /// (the router keeps serving them too, for requests that must queue behind another endpoint's answer).
+    /// (`FastAuthChannel`; the router keeps serving them too, for requests that queue behind another endpoint's answer).
     public var httpServer: HTTPServerBuilder {
         let endpoint = AuthEndpoint(gateway: self)
         let logger = logger
-        return .http1(configuration: .init(additionalChannelHandlers: [FastAuthHandler(endpoint: endpoint, logger: logger)]))
+        return HTTPServerBuilder { responder in FastAuthChannel(responder: responder, endpoint: endpoint, logger: logger) }
     }
 
     /// The HTTP application listening on `host:port`, with the batched key-usage writer and any extra services
