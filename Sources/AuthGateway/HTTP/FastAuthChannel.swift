@@ -56,6 +56,11 @@ struct FastAuthChannel: ServerChildChannel {
 
     func handle(value: Value, logger: Logger) async {
         guard let asyncChannel = try? await value.handoff.get() else { return }
+        await serve(asyncChannel, logger: logger)
+    }
+
+    /// Runs Hummingbird's request loop on a handed-over connection until it closes.
+    func serve(_ asyncChannel: HummingbirdValue, logger: Logger) async {
         await hummingbird.handle(value: asyncChannel, logger: logger)
     }
 }

@@ -110,14 +110,10 @@ public final class Gateway: Sendable {
     /// (such as the policy reloader) running beside it.
     public func makeApplication(
         host: String, port: Int, services: [any Service] = [], onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-    ) -> some ApplicationProtocol {
-        Application(
-            router: makeRouter(),
-            server: httpServer,
+    ) -> GatewayApplication {
+        GatewayApplication(
+            router: makeRouter(), endpoint: AuthEndpoint(gateway: self), host: host, port: port,
             // Traefik opens a new connection for most auth calls: a deep accept queue keeps bursts from being refused.
-            configuration: .init(address: .hostname(host, port: port), serverName: nil, backlog: 4096, reuseAddress: true),
-            services: [usage] + services,
-            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
-            logger: logger)
+            backlog: 4096, services: [usage] + services, onServerRunning: onServerRunning, logger: logger)
     }
 }
