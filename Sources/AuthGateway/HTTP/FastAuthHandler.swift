@@ -66,6 +66,8 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case part(HTTPRequestPart)
         /// The client half-closed: it comes after its last requests, so it waits behind them.
         case inputClosed
+        /// A decoding error: it comes after the requests decoded before it.
+        case error(any Error)
     }
 
     private var held = CircularBuffer<Held>()
@@ -214,6 +216,8 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     passedAny = false
                 }
                 inputClosed(context: context)
+            case .error(let error):
+                failed(error, context: context)
             }
         }
         if passedAny { context.fireChannelReadComplete() }
@@ -261,7 +265,18 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Hummingbird's loop turns a parse error into its 400 answer and closes; it needs to be attached to do so.
+        if !held.isEmpty || answerPending {
+            held.append(.error(error))
+        } else {
+            failed(error, context: context)
+        }
+    }
+
+    /// Hummingbird's loop turns a parse error into its 400 answer and closes; it needs to be attached to do so. On a
+    /// connection already ending (after `Connection: close`, the decoder refuses any further bytes) Hummingbird
+    /// would not have read that far, so neither does this.
+    private func failed(_ error: any Error, context: ChannelHandlerContext) {
+        guard reading != .closing else { return }
         if handOver(context: context) { context.fireErrorCaught(error) }
     }
 
