@@ -32,7 +32,7 @@ struct FastAuthPathTests {
     func comparable(_ answer: RawHTTPConnection.Answer?) -> String {
         guard let answer else { return "no answer" }
         let headers = answer.headers.filter { $0.name.lowercased() != "date" }.map { "\($0.name): \($0.value)" }
-        return "\(answer.status)\n\(headers.joined(separator: "\n"))\n\n\(answer.body)"
+        return "\(answer.statusLine)\n\(headers.joined(separator: "\n"))\n\n\(answer.body)"
     }
 
     @Test("pipelined decision and other requests on one connection are answered in request order")

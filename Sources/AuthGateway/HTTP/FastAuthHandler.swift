@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
 
 /// Answers the decision endpoints (`/auth`, `/envoy/auth/**`) straight from the channel pipeline and hands every
@@ -82,10 +83,17 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var handedOver = false
     private var handoffSettled = false
 
+    /// The context of NIO's HTTP/1 response encoder: writing there puts finished bytes straight on the socket.
+    private var bytesContext: ChannelHandlerContext?
+
     init(endpoint: AuthEndpoint, logger: Logger, handoff: EventLoopPromise<FastAuthChannel.HummingbirdValue?>) {
         self.endpoint = endpoint
         self.logger = logger
         self.handoff = handoff
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        bytesContext = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
     }
 
     /// The decision endpoint `head` addresses, or nil when the router should have it (any other path, or a method
@@ -187,11 +195,17 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func write(_ answer: AuthAnswer, omitBody: Bool, context: ChannelHandlerContext) {
         answerPending = false
-        var head = answer.head
-        head.headerFields[.date] = HTTPDateHeader.now
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if let body = answer.body, !omitBody { context.write(wrapOutboundOut(.body(body)), promise: nil) }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if let bytes = bytesContext {
+            // Below the HTTP codecs: nothing of Hummingbird's can be queued there unwritten, because a decision
+            // request is only answered here when no request passed to Hummingbird is still unanswered.
+            bytes.writeAndFlush(NIOAny(answer.http1Bytes(date: HTTPDateHeader.now, omitBody: omitBody, allocator: context.channel.allocator)), promise: nil)
+        } else {
+            var head = answer.head
+            head.headerFields[.date] = HTTPDateHeader.now
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            if let body = answer.body, !omitBody { context.write(wrapOutboundOut(.body(body)), promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
 
         switch closeAfterAnswer {
         case .keepOpen:
@@ -261,6 +275,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        bytesContext = nil
         settleHandoff(nil)
     }
 

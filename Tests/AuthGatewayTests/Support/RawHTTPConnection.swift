@@ -21,6 +21,7 @@ private let systemSend = Darwin.send
 final class RawHTTPConnection: @unchecked Sendable {
     /// One parsed answer.
     struct Answer {
+        let statusLine: String
         let status: Int
         let headers: [(name: String, value: String)]
         let body: String
@@ -117,6 +118,6 @@ final class RawHTTPConnection: @unchecked Sendable {
         guard buffer.count >= end + 4 + length else { return nil }
         let body = String(decoding: buffer[(end + 4)..<(end + 4 + length)], as: UTF8.self)
         buffer.removeFirst(end + 4 + length)
-        return Answer(status: status, headers: headers, body: body)
+        return Answer(statusLine: lines[0], status: status, headers: headers, body: body)
     }
 }
