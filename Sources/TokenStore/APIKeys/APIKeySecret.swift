@@ -31,7 +31,8 @@ public struct APIKeySecret: Sendable {
 
     /// Whether `candidate` has the shape of an AuthGateway key (prefix and hex body of the right length).
     public static func hasKeyShape(_ candidate: some StringProtocol) -> Bool {
-        guard candidate.hasPrefix(prefix) else { return false }
+        // Bytes: `hasPrefix` on a generic StringProtocol goes through Foundation's bridged search (seen in profiles).
+        guard candidate.utf8.starts(with: prefix.utf8) else { return false }
         let body = candidate.utf8.dropFirst(prefix.utf8.count)
         return body.count == randomByteCount * 2 && body.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
     }
