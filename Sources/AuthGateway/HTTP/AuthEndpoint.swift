@@ -25,6 +25,12 @@ struct AuthEndpoint: Sendable {
         return Response(status: answer.head.status, headers: answer.head.headerFields, body: answer.body.map { .init(byteBuffer: $0) } ?? .init())
     }
 
+    /// A denial as a Hummingbird response, for router endpoints that refuse a request the way `/auth` does.
+    static func response(_ rendered: DenialResponse) -> Response {
+        let answer = AuthAnswer(rendered)
+        return Response(status: answer.head.status, headers: answer.head.headerFields, body: answer.body.map { .init(byteBuffer: $0) } ?? .init())
+    }
+
     /// The decision on `forwarded` from `peer`, rendered as status, headers and body.
     func answer(forwarded: HTTPFields, peer: IPAddress?, logger: Logger) async -> AuthAnswer {
         let engine = gateway.engine
