@@ -551,7 +551,7 @@ def parse_args() -> argparse.Namespace:
     args.rounds = int(env("BENCH_ROUNDS", "1" if args.quick else "3"))
     args.seconds = float(env("BENCH_SECONDS", "2" if args.quick else "5"))
     args.warmup = float(env("BENCH_WARMUP", "1"))
-    args.unique_tokens = int(env("BENCH_UNIQUE_TOKENS", "40000" if args.quick else "200000"))
+    args.unique_tokens = int(env("BENCH_UNIQUE_TOKENS", "40000" if args.quick else "300000"))
     args.large_routes = int(env("BENCH_LARGE_ROUTES", "10000"))
     args.large_keys = int(env("BENCH_LARGE_KEYS", "1000000"))
     args.sample_keys = int(env("BENCH_SAMPLE_KEYS", "1000"))

@@ -9,7 +9,7 @@ public final class TokenStore: Sendable {
     let database: DatabasePool
     /// A connection of its own whose `PRAGMA data_version` moves whenever any other connection, in this process or
     /// another (`authctl`), commits a change: the cheap signal that cached lookups may be stale.
-    private let changeProbe: DatabaseQueue
+    private let changeProbe: StoreChangeProbe
 
     /// The path of the SQLite file behind this store.
     public let path: String
@@ -35,10 +35,7 @@ public final class TokenStore: Sendable {
         do {
             self.database = try DatabasePool(path: path, configuration: configuration)
             try StoreMigrations.migrator.migrate(self.database)
-            var probeConfiguration = Configuration()
-            probeConfiguration.readonly = true
-            probeConfiguration.busyMode = .timeout(5)
-            self.changeProbe = try DatabaseQueue(path: path, configuration: probeConfiguration)
+            self.changeProbe = try StoreChangeProbe(path: path)
         } catch let error as DatabaseError {
             throw TokenStoreError.cannotOpen(path: path, reason: error.message ?? error.description)
         }
@@ -48,7 +45,7 @@ public final class TokenStore: Sendable {
     /// A number that changes whenever the stored data changes (any connection, any process). Microseconds to read:
     /// callers compare it with the value their cached lookups were made under.
     public func changeCounter() throws -> Int {
-        try changeProbe.inDatabase { db in try Int.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? 0 }
+        try changeProbe.read()
     }
 }
 

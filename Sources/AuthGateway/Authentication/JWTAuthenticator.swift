@@ -44,7 +44,9 @@ public struct JWTAuthenticator: CredentialAuthenticator {
 
     public func authenticate(_ request: ForwardedRequest, route: MatchedRoute) async -> AuthenticationOutcome {
         guard case .token(let token) = BearerToken.read(from: request.headers) else { return .absent }
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        // Split as bytes ("." is ASCII, so every piece is valid UTF-8): splitting by Character runs grapheme breaking
+        // over the whole token and was the largest cost of a cached JWT decision in perf.
+        let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false).map { Substring($0) }
         guard parts.count == 3 else { return .absent }
         let digest = Data(SHA256.hash(data: Data(token.utf8)))
         if let entry = verified.lookup(digest), route.route.issuers.contains(entry.issuer), let cache = caches[entry.issuer] {

@@ -4,6 +4,9 @@ import Logging
 import NIOCore
 
 /// The forwardAuth endpoint (`/auth`, any method): turns a decision into Traefik's allow/deny answer.
+///
+/// The answer is built once, independent of the server that writes it: Hummingbird's router (here) and the
+/// plain SwiftNIO fast path (`FastAuthHandler`) send the same status, headers and body.
 struct AuthEndpoint: Sendable {
     let gateway: Gateway
 
@@ -18,39 +21,40 @@ struct AuthEndpoint: Sendable {
     /// Decides on `forwarded`, the headers describing the original request (the request's own for Traefik, nginx
     /// and Caddy; restated ones for Envoy).
     func respond(_ request: Request, forwarded: HTTPFields, context: GatewayRequestContext) async -> Response {
+        let answer = await answer(forwarded: forwarded, peer: context.peerAddress, logger: context.logger)
+        return Response(status: answer.head.status, headers: answer.head.headerFields, body: answer.body.map { .init(byteBuffer: $0) } ?? .init())
+    }
+
+    /// A denial as a Hummingbird response, for router endpoints that refuse a request the way `/auth` does.
+    static func response(_ rendered: DenialResponse) -> Response {
+        let answer = AuthAnswer(rendered)
+        return Response(status: answer.head.status, headers: answer.head.headerFields, body: answer.body.map { .init(byteBuffer: $0) } ?? .init())
+    }
+
+    /// The decision on `forwarded` from `peer`, rendered as status, headers and body.
+    func answer(forwarded: HTTPFields, peer: IPAddress?, logger: Logger) async -> AuthAnswer {
         let engine = gateway.engine
-        let decision = await engine.decide(headers: forwarded, peer: context.peerAddress)
+        let decision = await engine.decide(headers: forwarded, peer: peer)
         switch decision {
         case .allow(let allow):
             var headers = HTTPFields(allow.headers)
             headers[.cacheControl] = "no-store"
             headers[.contentLength] = "0"
-            context.logger.debug(
+            logger.debug(
                 "allow",
                 metadata: [
                     "route": "\(allow.route.name)", "subject": "\(allow.principal.subject)",
                     "method": "\(allow.principal.method.rawValue)", "key_id": "\(allow.principal.keyID)",
                 ])
-            return Response(status: .ok, headers: headers)
+            return AuthAnswer(head: HTTPResponse(status: .ok, headerFields: headers), body: nil)
         case .deny(let denial):
             let rendered = DenialResponse(denial, gateway: engine.policy.gateway)
-            context.logger.info(
+            logger.info(
                 "deny",
                 metadata: [
                     "status": "\(rendered.status)", "route": "\(denial.route?.name ?? "-")", "reason": "\(denial.reason)",
                 ])
-            return Self.response(rendered)
+            return AuthAnswer(rendered)
         }
-    }
-
-    static func response(_ rendered: DenialResponse) -> Response {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        headers[.cacheControl] = "no-store"
-        if let challenge = rendered.challenge { headers[.wwwAuthenticate] = challenge }
-        if let retryAfter = rendered.retryAfter { headers[.retryAfter] = retryAfter }
-        let body = ByteBuffer(string: rendered.body)
-        headers[.contentLength] = String(body.readableBytes)
-        return Response(status: .init(code: rendered.status), headers: headers, body: .init(byteBuffer: body))
     }
 }

@@ -23,12 +23,16 @@ enum EnvoyAuthEndpoint {
     }
 
     static func forwardedHeaders(of request: Request) -> HTTPFields {
-        var headers = request.headers
-        let target = request.uri.string
+        forwardedHeaders(method: request.method, target: request.uri.string, authority: request.head.authority, headers: request.headers)
+    }
+
+    /// The forwarded headers for a request to `target` (path and query as received, `/envoy/auth` included).
+    static func forwardedHeaders(method: HTTPRequest.Method, target: String, authority: String?, headers: HTTPFields) -> HTTPFields {
+        var headers = headers
         let path = target.hasPrefix(prefix) ? String(target.dropFirst(prefix.count)) : target
-        headers[.xForwardedMethod] = request.method.rawValue
+        headers[.xForwardedMethod] = method.rawValue
         headers[.xForwardedUri] = path.isEmpty || path.hasPrefix("?") ? "/" + path : path
-        headers[.xForwardedHost] = request.head.authority
+        headers[.xForwardedHost] = authority
         if headers[values: .xForwardedProto].isEmpty { headers[.xForwardedProto] = "http" }
         return headers
     }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Hummingbird
+import HummingbirdCore
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -117,17 +118,24 @@ public final class Gateway: Sendable {
         return router
     }
 
+    /// Hummingbird's HTTP/1 server with the decision endpoints answered by `FastAuthHandler` ahead of the router
+    /// (`FastAuthChannel`; the router keeps serving them too, for requests that queue behind another endpoint's answer).
+    public var httpServer: HTTPServerBuilder {
+        let endpoint = AuthEndpoint(gateway: self)
+        let logger = logger
+        return HTTPServerBuilder { responder in FastAuthChannel(responder: responder, endpoint: endpoint, logger: logger) }
+    }
+
     /// The HTTP application listening on `host:port`, with the batched key-usage writer and any extra services
     /// (such as the policy reloader) running beside it.
     public func makeApplication(
         host: String, port: Int, services: [any Service] = [], onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-    ) -> some ApplicationProtocol {
-        Application(
-            router: makeRouter(),
+    ) -> GatewayApplication {
+        GatewayApplication(
+            router: makeRouter(), endpoint: AuthEndpoint(gateway: self), host: host, port: port,
             // Traefik opens a new connection for most auth calls: a deep accept queue keeps bursts from being refused.
-            configuration: .init(address: .hostname(host, port: port), serverName: nil, backlog: 4096, reuseAddress: true),
+            backlog: 4096,
             services: [usage, BackendHealthMonitor(health: backendHealth, bindings: sessionBindings, logger: logger, tick: .seconds(1))] + services,
-            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
-            logger: logger)
+            onServerRunning: onServerRunning, logger: logger)
     }
 }

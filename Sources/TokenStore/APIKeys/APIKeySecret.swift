@@ -7,7 +7,7 @@ public struct APIKeySecret: Sendable {
     /// the gateway can tell an API key from a JWT without a lookup.
     public static let prefix = "agk_"
     /// 32 random bytes: 256 bits of entropy.
-    static let randomByteCount = 32
+    @usableFromInline static let randomByteCount = 32
 
     /// The full key as the client sends it. Shown once, never stored.
     public let plaintext: String
@@ -25,13 +25,20 @@ public struct APIKeySecret: Sendable {
     public var displayPrefix: String { String(plaintext.prefix(Self.prefix.count + 8)) }
 
     /// SHA-256 of the key's UTF-8 bytes: what the store indexes. Keys are high-entropy, so a slow hash adds nothing.
+    /// Inlinable, like `hasKeyShape`, so callers in other modules get it specialized for their string type.
+    @inlinable
     public static func digest(of plaintext: some StringProtocol) -> Data {
         Data(SHA256.hash(data: Data(plaintext.utf8)))
     }
 
     /// Whether `candidate` has the shape of an AuthGateway key (prefix and hex body of the right length).
+    ///
+    /// Checked on every API-key request: inlinable so that the gateway's call is specialized for `Substring` (the
+    /// unspecialized generic walked the bytes through protocol witnesses, 7% of an API-key decision in perf), and on
+    /// bytes because `hasPrefix` on a generic StringProtocol goes through Foundation's bridged search.
+    @inlinable
     public static func hasKeyShape(_ candidate: some StringProtocol) -> Bool {
-        guard candidate.hasPrefix(prefix) else { return false }
+        guard candidate.utf8.starts(with: prefix.utf8) else { return false }
         let body = candidate.utf8.dropFirst(prefix.utf8.count)
         return body.count == randomByteCount * 2 && body.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
     }

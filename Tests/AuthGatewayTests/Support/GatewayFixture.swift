@@ -34,8 +34,19 @@ struct GatewayFixture {
     /// Runs `body` against the gateway listening on a real loopback socket, so the peer address is 127.0.0.1.
     func withLiveServer(_ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
         let app = Application(
-            router: gateway.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: LoopbackServer.quietLogger)
+            router: gateway.makeRouter(), server: gateway.httpServer, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: LoopbackServer.quietLogger)
         try await app.test(.live) { client in try await body(client) }
+    }
+
+    /// Runs `body` with the port of the gateway's production server (`Gateway.makeApplication`) on 127.0.0.1.
+    func withGatewayServer(_ body: (Int) async throws -> Void) async throws {
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let application = gateway.makeApplication(host: "127.0.0.1", port: 0, onServerRunning: { continuation.yield($0) })
+        let server = Task { try await application.run() }
+        defer { server.cancel() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw CancellationError() }
+        try await body(port)
     }
 }
 
