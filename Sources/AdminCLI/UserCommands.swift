@@ -71,7 +71,7 @@ struct UserCommand: AsyncParsableCommand {
     }
 
     struct Disable: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Stop a user from logging in.")
+        static let configuration = CommandConfiguration(abstract: "Stop a user from logging in and revoke their OAuth tokens at once.")
         @ParentCommand var root: AuthCtl
         @Argument(help: "User name.") var username: String
 

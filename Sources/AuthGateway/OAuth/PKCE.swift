@@ -19,7 +19,6 @@ enum PKCE {
     }
 
     static func challenge(for verifier: String) -> String {
-        Data(SHA256.hash(data: Data(verifier.utf8))).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        Base64URL.encode(Data(SHA256.hash(data: Data(verifier.utf8))))
     }
 }
