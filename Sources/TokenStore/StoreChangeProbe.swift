@@ -1,18 +1,34 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import GRDB
 import GRDBSQLite
 import Synchronization
 
-/// `PRAGMA data_version` on a read-only connection of its own, stepped through SQLite's C API under a mutex.
+/// `PRAGMA data_version` on a read-only connection of its own, read at most once per `reuseInterval` and at once
+/// after a commit through this store.
 ///
-/// The number moves whenever any other connection, in this process or another (`authctl`), commits a change, so
-/// it tells cached lookups whether they may be stale; it is read on every API-key request. Going through GRDB's
-/// `DatabaseQueue` costs a dispatch-queue hop per read (about as much as the rest of an API-key decision); the
-/// statement itself takes well under a microsecond. GRDB opens the connection and closes it when the queue goes;
-/// in between only this type uses it, one caller at a time.
+/// The number moves whenever any other connection, in this process or another (`authctl`), commits a change, so it
+/// tells cached lookups whether they may be stale; every API-key and built-in-token decision asks for it. Reading
+/// it takes SQLite's WAL read lock (two `fcntl` calls), which at tens of thousands of decisions a second cost more
+/// than the rest of a cached API-key decision; so a value read less than `reuseInterval` ago is answered from
+/// memory. A commit made by another process is therefore seen by decisions that start `reuseInterval` or more after
+/// it; a commit made through this store calls `expire()`, so the gateway's own changes are seen by the next decision.
+/// GRDB opens the connection and closes it when the queue goes; in between only this type uses it, under the mutex.
 final class StoreChangeProbe: Sendable {
+    /// How long a read value is answered from memory.
+    static let reuseInterval: Duration = .milliseconds(1)
+    private static let reuseNanoseconds = Int64(reuseInterval.components.attoseconds / 1_000_000_000)
+
     /// Owns the connection; never used after `init` except to keep it open.
     private let queue: DatabaseQueue
     private let statement: Mutex<PreparedStatement>
+    /// The last value read, and when (monotonic nanoseconds; 0: expired). The value is stored before the time, and
+    /// both only while holding `statement`'s mutex.
+    private let value = Atomic<Int>(0)
+    private let readAt = Atomic<Int64>(0)
 
     /// The prepared `PRAGMA data_version`, whose pointer only the mutex's owner touches.
     private struct PreparedStatement: ~Copyable {
@@ -39,15 +55,35 @@ final class StoreChangeProbe: Sendable {
         statement.withLock { _ = sqlite3_finalize($0.pointer) }
     }
 
-    /// The connection's current data version.
+    /// The store's data version as of at most `reuseInterval` ago, or as of now after `expire()`.
     func read() throws -> Int {
-        try statement.withLock { statement in
+        let now = Self.monotonicNanoseconds()
+        let at = readAt.load(ordering: .acquiring)
+        if at != 0, now &- at < Self.reuseNanoseconds { return value.load(ordering: .relaxed) }
+        return try statement.withLock { statement in
             defer { sqlite3_reset(statement.pointer) }
             let code = sqlite3_step(statement.pointer)
             guard code == SQLITE_ROW else {
                 throw DatabaseError(resultCode: ResultCode(rawValue: code), message: "PRAGMA data_version failed")
             }
-            return Int(sqlite3_column_int64(statement.pointer, 0))
+            let version = Int(sqlite3_column_int64(statement.pointer, 0))
+            value.store(version, ordering: .relaxed)
+            // The time taken before the read: the value is at least that fresh.
+            readAt.store(max(now, 1), ordering: .releasing)
+            return version
         }
+    }
+
+    /// Forgets the value read, after a commit through this store: the next `read()` reads the database again.
+    ///
+    /// Taking the mutex waits for a read in progress (which may predate the commit) to store its value first.
+    func expire() {
+        statement.withLock { _ in readAt.store(0, ordering: .releasing) }
+    }
+
+    private static func monotonicNanoseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
     }
 }

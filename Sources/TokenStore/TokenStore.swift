@@ -11,6 +11,10 @@ public final class TokenStore: Sendable {
     /// another (`authctl`), commits a change: the cheap signal that cached lookups may be stale.
     private let changeProbe: StoreChangeProbe
 
+    /// How long after a change made by another process (`authctl`) decisions may still use lookups cached before it.
+    /// Changes made through this store are seen by the next decision.
+    public static var externalChangeDelay: Duration { StoreChangeProbe.reuseInterval }
+
     /// The path of the SQLite file behind this store.
     public let path: String
 
@@ -42,10 +46,23 @@ public final class TokenStore: Sendable {
         self.path = path
     }
 
-    /// A number that changes whenever the stored data changes (any connection, any process). Microseconds to read:
-    /// callers compare it with the value their cached lookups were made under.
+    /// A number that changes whenever the stored data changes (any connection, any process; another process's change
+    /// within `externalChangeDelay`). Nanoseconds to read: callers compare it with the value their cached lookups
+    /// were made under.
     public func changeCounter() throws -> Int {
         try changeProbe.read()
+    }
+
+    /// Every change goes through here, so the change counter moves for the next decision.
+    func write<T>(_ updates: (Database) throws -> T) throws -> T {
+        defer { changeProbe.expire() }
+        return try database.write(updates)
+    }
+
+    /// Every change goes through here, so the change counter moves for the next decision.
+    func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        defer { changeProbe.expire() }
+        return try await database.write(updates)
     }
 }
 

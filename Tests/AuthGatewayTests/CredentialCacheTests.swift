@@ -54,7 +54,7 @@ struct CredentialCacheTests {
         }
     }
 
-    @Test("a key revoked by authctl in another process is refused on the next request, cache or not")
+    @Test("a key revoked by authctl in another process is refused once the stated delay has passed, cache or not")
     func crossProcessRevocation() async throws {
         let fixture = try GatewayFixture(policy: testPolicy(routes: seedRoutes), environment: ["TRELLO_TOKEN": "t"])
         let (key, id) = try fixture.issueKey(scopes: ["ffmpeg"])
@@ -63,8 +63,36 @@ struct CredentialCacheTests {
             for _ in 0..<3 { try await client.execute(uri: "/auth", method: .get, headers: headers) { #expect($0.status == .ok) } }
             let revoked = try ProcessRunner.run("authctl", ["--db", fixture.store.path, "revoke-key", id])
             #expect(revoked.status == 0, "\(revoked.stderr)")
+            try await Task.sleep(for: TokenStore.externalChangeDelay)
             try await client.execute(uri: "/auth", method: .get, headers: headers) { #expect($0.status == .unauthorized) }
         }
+    }
+
+    @Test("a key revoked through the gateway's own store is refused by the very next request")
+    func inProcessRevocation() async throws {
+        let fixture = try GatewayFixture(policy: testPolicy(routes: seedRoutes), environment: ["TRELLO_TOKEN": "t"])
+        let (key, id) = try fixture.issueKey(scopes: ["ffmpeg"])
+        try await fixture.withLiveServer { client in
+            let headers = forwardedHeaders(uri: "/ffmpeg/x", extra: [("Authorization", "Bearer \(key)")])
+            for _ in 0..<3 { try await client.execute(uri: "/auth", method: .get, headers: headers) { #expect($0.status == .ok) } }
+            _ = try fixture.store.revokeKey(id: id)
+            try await client.execute(uri: "/auth", method: .get, headers: headers) { #expect($0.status == .unauthorized) }
+        }
+    }
+
+    @Test("the store's change counter moves at once for its own commits and within the stated delay for another connection's")
+    func changeCounterBound() async throws {
+        let fixture = try GatewayFixture(policy: testPolicy(routes: seedRoutes), environment: ["TRELLO_TOKEN": "t"])
+        let store = fixture.store
+        let start = try store.changeCounter()
+        _ = try store.issueKey(APIKeyRequest(subject: "alice", name: "n", scopes: ["ffmpeg"]))
+        let afterOwn = try store.changeCounter()
+        #expect(afterOwn != start)
+        // Another connection to the same file, as authctl in another process would have.
+        let other = try TokenStore(path: store.path)
+        _ = try other.issueKey(APIKeyRequest(subject: "bob", name: "m", scopes: ["ffmpeg"]))
+        try await Task.sleep(for: TokenStore.externalChangeDelay)
+        #expect(try store.changeCounter() != afterOwn)
     }
 
     @Test("a cached key record is still checked for expiry and revocation on every request")

@@ -36,22 +36,34 @@ struct FastAuthChannel: ServerChildChannel {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
-            let decoder = hummingbird.configuration.httpDecoder
-            var limits = NIOHTTPDecoderLimitConfiguration()
-            limits.maxHeaderFieldSize = decoder.maxHeaderFieldSize
-            limits.maxHeaderListSize = decoder.maxHeaderListSize
-            limits.maxHeaderFieldCount = decoder.maxHeaderFieldCount
-            // As HTTP1Channel.setup: ordering of pipelined answers is kept by the handlers, errors become a 400 in
-            // Hummingbird's loop, and HTTPTypes already validated outbound headers.
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
-                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-            try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
             let handoff = channel.eventLoop.makePromise(of: HummingbirdValue?.self)
-            try channel.pipeline.syncOperations.addHandler(FastAuthHandler(endpoint: endpoint, logger: self.logger, handoff: handoff))
-            try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+            let decisions = FastAuthDecisions(endpoint: endpoint, logger: self.logger)
+            let byteHandler = FastAuthByteHandler(decisions: decisions, handoff: handoff, logger: self.logger) { context in
+                try installHTTPPipeline(on: context.pipeline, decisions: decisions, handoff: handoff, logger: logger)
+            }
+            try channel.pipeline.syncOperations.addHandler(byteHandler)
             return Value(channel: channel, handoff: handoff.futureResult)
         }
+    }
+
+    /// Hummingbird's HTTP/1 pipeline with `FastAuthHandler` in front of its request loop, added at the end of
+    /// `pipeline` when `FastAuthByteHandler` hands the connection over.
+    private func installHTTPPipeline(
+        on pipeline: ChannelPipeline, decisions: FastAuthDecisions, handoff: EventLoopPromise<HummingbirdValue?>, logger: Logger
+    ) throws {
+        let decoder = hummingbird.configuration.httpDecoder
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = decoder.maxHeaderFieldSize
+        limits.maxHeaderListSize = decoder.maxHeaderListSize
+        limits.maxHeaderFieldCount = decoder.maxHeaderFieldCount
+        // As HTTP1Channel.setup: ordering of pipelined answers is kept by the handlers, errors become a 400 in
+        // Hummingbird's loop, and HTTPTypes already validated outbound headers.
+        try pipeline.syncOperations.configureHTTPServerPipeline(
+            withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
+            withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+        try pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+        try pipeline.syncOperations.addHandler(FastAuthHandler(decisions: decisions, logger: self.logger, handoff: handoff))
+        try pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
     }
 
     func handle(value: Value, logger: Logger) async {

@@ -55,7 +55,6 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case all
     }
 
-    private let endpoint: AuthEndpoint
     private let logger: Logger
     private var reading = Reading.betweenRequests
     private var passedAnswersOutstanding = 0
@@ -74,9 +73,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var held = CircularBuffer<Held>()
     private var readHeld = false
     private var quiesceHeld = false
-    /// The peer does not change on a connection: parsed once, on the first decision request.
-    private var peer: IPAddress??
-    private var executor: EventLoopTaskExecutor?
+    private let decisions: FastAuthDecisions
     /// Receives Hummingbird's async channel when the first request is passed on, or nil when the connection ends
     /// without one.
     private let handoff: EventLoopPromise<FastAuthChannel.HummingbirdValue?>
@@ -86,8 +83,8 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The context of NIO's HTTP/1 response encoder: writing there puts finished bytes straight on the socket.
     private var bytesContext: ChannelHandlerContext?
 
-    init(endpoint: AuthEndpoint, logger: Logger, handoff: EventLoopPromise<FastAuthChannel.HummingbirdValue?>) {
-        self.endpoint = endpoint
+    init(decisions: FastAuthDecisions, logger: Logger, handoff: EventLoopPromise<FastAuthChannel.HummingbirdValue?>) {
+        self.decisions = decisions
         self.logger = logger
         self.handoff = handoff
     }
@@ -156,34 +153,13 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func startAnswer(to head: HTTPRequest, endpoint: Endpoint, context: ChannelHandlerContext) {
-        let forwarded: HTTPFields
-        switch endpoint {
-        case .forwardAuth:
-            forwarded = head.headerFields
-        case .envoy:
-            forwarded = EnvoyAuthEndpoint.forwardedHeaders(
-                method: head.method, target: head.path ?? "", authority: head.authority, headers: head.headerFields)
-        }
-        if peer == nil { peer = .some(context.channel.remoteAddress?.ipAddress.flatMap(IPAddress.init)) }
-        let peer = self.peer ?? nil
+        let forwarded = FastAuthDecisions.forwarded(
+            to: endpoint, method: head.method, target: head.path ?? "", authority: head.authority, headerFields: head.headerFields)
         let omitBody = head.method == .head
         if Self.asksToClose(head.headerFields) { closeAfterAnswer = .output }
         answerPending = true
-
-        let executor = self.executor ?? EventLoopTaskExecutor(context.eventLoop)
-        self.executor = executor
-        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        let authEndpoint = self.endpoint
-        let logger = self.logger
-        // On the channel's event loop: a decision served from caches never suspends, so it runs to completion right
-        // after the current read batch, on this thread.
-        Task(executorPreference: executor) {
-            let answer = await authEndpoint.answer(forwarded: forwarded, peer: peer, logger: logger)
-            if bound.eventLoop.inEventLoop {
-                bound.value.handler.write(answer, omitBody: omitBody, context: bound.value.context)
-            } else {
-                bound.eventLoop.execute { bound.value.handler.write(answer, omitBody: omitBody, context: bound.value.context) }
-            }
+        decisions.start(forwarded: forwarded, context: context) { answer in
+            self.write(answer, omitBody: omitBody, context: context)
         }
     }
 

@@ -21,7 +21,7 @@ public struct APIKeyRequest: Sendable {
 extension TokenStore {
     /// Creates a key and returns its record together with the plaintext, which exists nowhere else afterwards.
     public func issueKey(_ request: APIKeyRequest, now: Date = Date()) throws -> (APIKey, APIKeySecret) {
-        try database.write { db in try Self.insertKey(request, rotatedFrom: nil, now: now, db: db) }
+        try write { db in try Self.insertKey(request, rotatedFrom: nil, now: now, db: db) }
     }
 
     /// Every key, newest first.
@@ -45,7 +45,7 @@ extension TokenStore {
     /// Revokes a key at once. Revoking an already revoked key is an error so that scripts notice typos.
     @discardableResult
     public func revokeKey(id: String, now: Date = Date()) throws -> APIKey {
-        try database.write { db in
+        try write { db in
             guard var key = try APIKey.fetchOne(db, key: id) else { throw TokenStoreError.keyNotFound(id: id) }
             guard key.revokedAt == nil else { throw TokenStoreError.keyAlreadyRevoked(id: id) }
             key.revokedAt = now
@@ -57,7 +57,7 @@ extension TokenStore {
     /// Replaces a key by a new one with the same subject, name, scopes, route and expiry; the old key keeps working
     /// for `overlap` (but never longer than it would have anyway), or stops at once when `overlap` is zero.
     public func rotateKey(id: String, overlap: TimeInterval, now: Date = Date()) throws -> (new: APIKey, secret: APIKeySecret, old: APIKey) {
-        try database.write { db in
+        try write { db in
             guard var old = try APIKey.fetchOne(db, key: id) else { throw TokenStoreError.keyNotFound(id: id) }
             guard old.revokedAt == nil else { throw TokenStoreError.keyAlreadyRevoked(id: id) }
             let request = APIKeyRequest(subject: old.subject, name: old.name, scopes: old.scopeList, route: old.route, expiresAt: old.expiresAt)
@@ -76,7 +76,7 @@ extension TokenStore {
     /// Writes a batch of last-use times in one transaction; never called on the request path.
     public func recordLastUsed(_ uses: [String: Date]) async throws {
         guard !uses.isEmpty else { return }
-        try await database.write { db in
+        try await write { db in
             for (id, date) in uses {
                 try db.execute(
                     sql: "UPDATE api_key SET lastUsedAt = ? WHERE id = ? AND (lastUsedAt IS NULL OR lastUsedAt < ?)",

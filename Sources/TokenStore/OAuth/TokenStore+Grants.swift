@@ -28,7 +28,7 @@ extension TokenStore {
         codeLifetime: TimeInterval, grantLifetime: TimeInterval, now: Date = Date()
     ) throws -> String {
         let code = OpaqueToken.generate(prefix: OpaqueTokenPrefix.code)
-        try database.write { db in
+        try write { db in
             // Spent codes are kept a day so that a late replay still revokes its grant; then they go.
             try AuthorizationCode.filter(Column("expiresAt") < now.addingTimeInterval(-86400)).deleteAll(db)
             let grant = OAuthGrant(
@@ -45,7 +45,7 @@ extension TokenStore {
 
     /// Spends a code. A second presentation revokes its grant, so tokens from the first use stop working too.
     public func redeemCode(_ plaintext: String, now: Date = Date()) throws -> CodeRedemption {
-        try database.write { db in
+        try write { db in
             guard var code = try AuthorizationCode.fetchOne(db, key: OpaqueToken.digest(of: plaintext)) else { return .unknown }
             guard code.usedAt == nil else {
                 try Self.revokeGrant(id: code.grantID, now: now, db: db)
@@ -62,7 +62,7 @@ extension TokenStore {
     /// Issues a refresh token in `grantID`'s family, living until the grant expires.
     public func issueRefreshToken(grantID: String, now: Date = Date()) throws -> String {
         let token = OpaqueToken.generate(prefix: OpaqueTokenPrefix.refreshToken)
-        try database.write { db in
+        try write { db in
             guard let grant = try OAuthGrant.fetchOne(db, key: grantID) else { throw TokenStoreError.invalidValue("no grant \(grantID)") }
             try RefreshToken(digest: token.digest, grantID: grantID, createdAt: now, expiresAt: grant.expiresAt, usedAt: nil).insert(db)
         }
@@ -72,7 +72,7 @@ extension TokenStore {
     /// Spends a refresh token presented by `clientID` and issues its successor. Reuse of a spent token revokes the
     /// family (OAuth 2.1 §4.3.1: the legitimate client and an attacker cannot be told apart).
     public func rotateRefreshToken(_ plaintext: String, clientID: String, now: Date = Date()) throws -> RefreshOutcome {
-        try database.write { db in
+        try write { db in
             guard var token = try RefreshToken.fetchOne(db, key: OpaqueToken.digest(of: plaintext)),
                 let grant = try OAuthGrant.fetchOne(db, key: token.grantID), grant.clientID == clientID
             else { return .invalid }
@@ -94,7 +94,7 @@ extension TokenStore {
         let grant = OAuthGrant(
             id: RecordID.make(prefix: "gr_"), clientID: clientID, subject: clientID, scope: scope.joined(separator: " "),
             resource: resource, createdAt: now, expiresAt: now.addingTimeInterval(lifetime), revokedAt: nil)
-        try database.write { db in try grant.insert(db) }
+        try write { db in try grant.insert(db) }
         return grant
     }
 
@@ -129,13 +129,13 @@ extension TokenStore {
     }
 
     public func revokeGrant(id: String, now: Date = Date()) throws {
-        try database.write { db in try Self.revokeGrant(id: id, now: now, db: db) }
+        try write { db in try Self.revokeGrant(id: id, now: now, db: db) }
     }
 
     /// Revokes every grant of a subject; returns how many were still active.
     @discardableResult
     public func revokeGrants(subject: String, now: Date = Date()) throws -> Int {
-        try database.write { db in
+        try write { db in
             try OAuthGrant.filter(Column("subject") == subject && Column("revokedAt") == nil).updateAll(db, Column("revokedAt").set(to: now))
         }
     }
@@ -143,7 +143,7 @@ extension TokenStore {
     /// Stores a login waiting for consent; returns the ticket the consent form carries.
     public func createConsentTicket(subject: String, request: Data, lifetime: TimeInterval, now: Date = Date()) throws -> String {
         let ticket = OpaqueToken.generate(prefix: OpaqueTokenPrefix.consentTicket)
-        try database.write { db in
+        try write { db in
             try ConsentTicket.filter(Column("expiresAt") < now).deleteAll(db)
             try ConsentTicket(digest: ticket.digest, subject: subject, request: request, expiresAt: now.addingTimeInterval(lifetime)).insert(db)
         }
@@ -152,7 +152,7 @@ extension TokenStore {
 
     /// Takes a consent ticket (single use): the ticket's record, or nil when unknown or expired.
     public func takeConsentTicket(_ plaintext: String, now: Date = Date()) throws -> ConsentTicket? {
-        try database.write { db in
+        try write { db in
             guard let ticket = try ConsentTicket.fetchOne(db, key: OpaqueToken.digest(of: plaintext)) else { return nil }
             try ticket.delete(db)
             return now < ticket.expiresAt ? ticket : nil

@@ -9,14 +9,14 @@ extension TokenStore {
             id: RecordID.make(prefix: "cli_"), secretDigest: secret?.digest, name: registration.name,
             redirectURIs: registration.redirectURIs, grantTypes: registration.grantTypes, authMethod: registration.authMethod,
             scope: registration.scope, source: .registered, createdAt: now, refreshedAt: now, revokedAt: nil)
-        try database.write { db in try client.insert(db) }
+        try write { db in try client.insert(db) }
         return (client, secret?.plaintext)
     }
 
     /// Stores (or refreshes) a client described by a fetched metadata document, keeping a revocation in force.
     @discardableResult
     public func saveMetadataDocumentClient(_ client: OAuthClient) throws -> OAuthClient {
-        try database.write { db in
+        try write { db in
             var saved = client
             if let existing = try OAuthClient.fetchOne(db, key: client.id) {
                 saved.createdAt = existing.createdAt
@@ -50,7 +50,7 @@ extension TokenStore {
     /// Revokes a client and every grant it holds: it can no longer authorize, and its tokens stop working.
     @discardableResult
     public func revokeClient(id: String, now: Date = Date()) throws -> OAuthClient {
-        try database.write { db in
+        try write { db in
             guard var client = try OAuthClient.fetchOne(db, key: id) else {
                 throw TokenStoreError.clientNotFound(id: id)
             }

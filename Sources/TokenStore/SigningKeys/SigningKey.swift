@@ -44,7 +44,7 @@ public struct SigningKey: Codable, Sendable, Equatable, FetchableRecord, Persist
 extension TokenStore {
     /// The current signing key, generating the first one if the store has none.
     public func currentSigningKey(now: Date = Date()) throws -> SigningKey {
-        try database.write { db in
+        try write { db in
             if let current = try SigningKey.filter(Column("retiredAt") == nil).order(Column.rowID.desc).fetchOne(db) {
                 return current
             }
@@ -57,7 +57,7 @@ extension TokenStore {
     /// Makes a new current key and retires the previous current one (which stays published).
     @discardableResult
     public func rotateSigningKey(now: Date = Date()) throws -> SigningKey {
-        try database.write { db in
+        try write { db in
             try db.execute(sql: "UPDATE signing_key SET retiredAt = ? WHERE retiredAt IS NULL", arguments: [now])
             let key = SigningKey.generate(now: now)
             try key.insert(db)

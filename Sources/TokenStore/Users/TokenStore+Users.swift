@@ -9,7 +9,7 @@ extension TokenStore {
         if let problem = Credentials.usernameProblem(username) { throw TokenStoreError.invalidValue(problem) }
         if let problem = Credentials.passwordProblem(password) { throw TokenStoreError.invalidValue(problem) }
         let hash = Bcrypt.hash(password, cost: Credentials.bcryptCost)
-        return try database.write { db in
+        return try write { db in
             guard try User.filter(Column("username") == username).fetchCount(db) == 0 else {
                 throw TokenStoreError.userExists(username: username)
             }
@@ -64,7 +64,7 @@ extension TokenStore {
     private static let decoyHash = Bcrypt.hash("decoy password for timing", cost: Credentials.bcryptCost)
 
     private func updateUser(_ username: String, _ change: (inout User) -> Void) throws -> User {
-        try database.write { db in
+        try write { db in
             guard var user = try User.filter(Column("username") == username).fetchOne(db) else {
                 throw TokenStoreError.userNotFound(username: username)
             }
