@@ -165,4 +165,32 @@ struct CommandLineTests {
         let logText = try String(contentsOf: log, encoding: .utf8)
         #expect(!logText.contains(key), "the key must never be logged")
     }
+
+    @Test("SIGTERM stops the gateway with status 0, closing idle connections that carried decisions")
+    func gracefulStop() async throws {
+        let log = directory.appendingPathComponent("gateway.log")
+        let (process, port) = try await ProcessRunner.startGateway(policy: "policies/example.yaml", db: db, log: log)
+        defer { if process.isRunning { process.interrupt() } }
+        let connection = try RawHTTPConnection(port: port)
+        await connection.send(
+            "GET /auth HTTP/1.1\r\nHost: gw\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Proto: https\r\n"
+                + "X-Forwarded-Host: mcp.example.com\r\nX-Forwarded-Uri: /ffmpeg/x\r\nX-Forwarded-For: 198.51.100.20\r\n\r\n")
+        #expect(await connection.readAnswer()?.status == 401)
+        process.terminate()
+        #expect(await connection.readsEndOfStream())
+        for _ in 0..<100 where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!process.isRunning, "still running 10 s after SIGTERM")
+        guard !process.isRunning else { return }
+        #expect(process.terminationStatus == 0, "\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+    }
+
+    @Test("a second gateway on an address a running one listens on refuses to start instead of sharing it")
+    func addressInUse() async throws {
+        let log = directory.appendingPathComponent("gateway.log")
+        let (process, port) = try await ProcessRunner.startGateway(policy: "policies/example.yaml", db: db, log: log)
+        defer { process.terminate(); process.waitUntilExit() }
+        let second = try ProcessRunner.run("authgateway", ["--policy", "policies/example.yaml", "--db", db, "--listen", "127.0.0.1:\(port)"])
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("in use"), "\(second.stderr)")
+    }
 }

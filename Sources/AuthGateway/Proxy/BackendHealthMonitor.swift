@@ -11,7 +11,9 @@ struct BackendHealthMonitor: Service {
     let tick: Duration
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        // Graceful shutdown ends the sleep with a CancellationError: that is this service's normal end, not a
+        // failure (thrown, it would make the whole process exit with status 1 on SIGTERM).
+        try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let checks = health.dueChecks()
                 await withTaskGroup(of: Void.self) { group in
