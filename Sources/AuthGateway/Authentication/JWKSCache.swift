@@ -37,6 +37,17 @@ actor JWKSCache {
     /// How many JWKS fetches were attempted, for tests and metrics.
     private(set) var fetchCount = 0
 
+    /// What a decision may use without a hop to this actor (which runs on Swift's global executor, away from the
+    /// connection's event loop): the generation in force until the key set is due for refresh, and the verifiers
+    /// built for it. Written only by the actor, whenever it changes either.
+    private struct Published {
+        var generation = 0
+        var freshUntil: ContinuousClock.Instant?
+        var verifiers: [String: JWTKeyCollection] = [:]
+    }
+
+    private nonisolated let published = Mutex(Published())
+
     /// Reads the key set of a `.store` issuer (the built-in authorization server) without any HTTP.
     private let localKeySet: (@Sendable () throws -> Data)?
 
@@ -62,6 +73,26 @@ actor JWKSCache {
         return .unknownKey
     }
 
+    /// The generation of the key set in force when it is not due for refresh; nil means: ask `usableGeneration`.
+    nonisolated func freshGeneration(now: ContinuousClock.Instant = .now) -> Int? {
+        published.withLock { published in
+            guard let until = published.freshUntil, now < until else { return nil }
+            return published.generation
+        }
+    }
+
+    /// `verifier(kid:alg:)`'s answer when the key set is not due for refresh and that verifier was built already;
+    /// nil means: ask `verifier(kid:alg:)`.
+    nonisolated func freshVerifier(kid: String?, alg: String, now: ContinuousClock.Instant = .now) -> Lookup? {
+        published.withLock { published in
+            guard let until = published.freshUntil, now < until, let verifier = published.verifiers[Self.verifierKey(kid: kid, alg: alg)]
+            else { return nil }
+            return .verifier(verifier, generation: published.generation)
+        }
+    }
+
+    private static func verifierKey(kid: String?, alg: String) -> String { "\(kid ?? "")|\(alg)" }
+
     /// The generation of the key set in force, refreshing it when due; nil when no usable key set exists (never
     /// fetched, or the issuer has been unreachable for longer than the stale limit). A token verified under this
     /// generation stays verified for as long as the generation does not change.
@@ -80,7 +111,7 @@ actor JWKSCache {
     }
 
     private func cachedVerifier(kid: String?, alg: String) async -> JWTKeyCollection? {
-        let cacheKey = "\(kid ?? "")|\(alg)"
+        let cacheKey = Self.verifierKey(kid: kid, alg: alg)
         if let verifier = verifiers[cacheKey] { return verifier }
         let candidates = keys.filter { key in
             (kid == nil || key.keyIdentifier?.string == kid) && Self.key(key, fits: alg)
@@ -98,6 +129,8 @@ actor JWKSCache {
             return nil
         }
         verifiers[cacheKey] = collection
+        let generation = generation
+        published.withLock { if $0.generation == generation { $0.verifiers[cacheKey] = collection } }
         return collection
     }
 
@@ -143,8 +176,12 @@ actor JWKSCache {
             }
             keys = fetched
             verifiers = [:]
-            lastSuccess = .now
+            let now = ContinuousClock.now
+            lastSuccess = now
             lastAttemptFailed = false
+            let generation = generation
+            let freshUntil = now + .seconds(issuer.jwksCacheTTL)
+            published.withLock { $0 = Published(generation: generation, freshUntil: freshUntil) }
             logger.debug("fetched JWKS", metadata: ["issuer": "\(issuer.name)", "keys": "\(fetched.count)"])
         } catch {
             lastAttemptFailed = true

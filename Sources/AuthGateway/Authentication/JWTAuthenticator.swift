@@ -50,7 +50,10 @@ public struct JWTAuthenticator: CredentialAuthenticator {
         guard parts.count == 3 else { return .absent }
         let digest = Data(SHA256.hash(data: Data(token.utf8)))
         if let entry = verified.lookup(digest), route.route.issuers.contains(entry.issuer), let cache = caches[entry.issuer] {
-            guard let generation = await cache.usableGeneration() else {
+            // Without a hop to the cache's actor while the key set is fresh: two thread switches per request otherwise.
+            let usable: Int?
+            if let fresh = cache.freshGeneration() { usable = fresh } else { usable = await cache.usableGeneration() }
+            guard let generation = usable else {
                 return .unavailable(reason: "JWKS of issuer \(entry.issuer) unavailable")
             }
             if generation == entry.generation {
@@ -75,7 +78,10 @@ public struct JWTAuthenticator: CredentialAuthenticator {
 
         let verifier: JWTKeyCollection
         let generation: Int
-        switch await cache.verifier(kid: header["kid"] as? String, alg: alg) {
+        let kid = header["kid"] as? String
+        let lookup: JWKSCache.Lookup
+        if let fresh = cache.freshVerifier(kid: kid, alg: alg) { lookup = fresh } else { lookup = await cache.verifier(kid: kid, alg: alg) }
+        switch lookup {
         case .verifier(let found, let foundGeneration):
             verifier = found
             generation = foundGeneration
