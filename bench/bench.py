@@ -38,7 +38,8 @@ sys.path.insert(0, str(BENCH))
 import gen_keystore  # noqa: E402
 import gen_policy  # noqa: E402
 import gen_tokens  # noqa: E402
-from harness import LOOPBACK, Child, Load, Processes, Wrk, free_port, http_request, wait_until  # noqa: E402
+from harness import (LOOPBACK, Child, Load, Processes, Wrk, free_port, group_cpu_seconds, http_request,  # noqa: E402
+                     wait_until)
 
 ISSUER = "https://issuer.bench.test/realms/mcp"
 GROUPS = ["alone", "e2e", "envoy", "scale", "cold"]
@@ -86,10 +87,20 @@ def median(runs: list, key: str) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
+def cpu_per_request(runs: list) -> dict:
+    """Median CPU µs per answered request of each role measured in `runs`."""
+    roles = sorted({role for r in runs for role in r.get("cpu_us_per_request", {})})
+    return {role: statistics.median(r["cpu_us_per_request"][role] for r in runs if role in r.get("cpu_us_per_request", {}))
+            for role in roles}
+
+
 def summarize(figure: Figure) -> dict:
     keys = ["req_s", "p50_us", "p90_us", "p99_us", "ms"]
     subject = {k: median(figure.runs, k) for k in keys if median(figure.runs, k) is not None}
     comparison = {k: median(figure.comparison_runs, k) for k in keys if median(figure.comparison_runs, k) is not None}
+    for side, runs in ((subject, figure.runs), (comparison, figure.comparison_runs)):
+        if cpu := cpu_per_request(runs):
+            side["cpu_us_per_request"] = cpu
     value, other = subject.get(figure.metric), comparison.get(figure.metric)
     problems = sorted({p for r in figure.runs + figure.comparison_runs for p in r.get("problems", [])})
     return {
@@ -132,6 +143,21 @@ def table(rows: list[dict]) -> str:
             comparison += f", RSS {row['comparison_rss_kib'] / 1024:.0f} MB"
         cmp_title = f"{row['comparison_title']}: {comparison}" if row["comparison_title"] else "–"
         lines.append(f"| {row['title']} | {value} | {cmp_title} | {ratio} |")
+    return "\n".join(lines)
+
+
+def cpu_table(rows: list[dict]) -> str:
+    """CPU µs per request of each server, for the figures that record it: where the machine's time goes."""
+    measured = [r for r in rows if r["subject"].get("cpu_us_per_request")]
+    if not measured:
+        return ""
+    lines = ["| figure | CPU per request: with the gateway | with the comparison |", "|---|---|---|"]
+
+    def fmt(cpu: dict) -> str:
+        return ", ".join(f"{role} {value:.1f} µs" for role, value in cpu.items()) if cpu else "–"
+    for row in measured:
+        lines.append(f"| {row['title']} | {fmt(row['subject']['cpu_us_per_request'])} | "
+                     f"{fmt(row['comparison'].get('cpu_us_per_request', {}))} |")
     return "\n".join(lines)
 
 
@@ -187,6 +213,7 @@ class Bench:
         self.authctl_bin = Path(os.environ.get("BENCH_AUTHCTL_BIN", REPO / ".build" / "release" / "authctl"))
         self.nginx_bin = os.environ.get("NGINX_BIN") or shutil.which("nginx") or "/usr/sbin/nginx"
         self.figures: list[Figure] = []
+        self.servers: dict[str, Child] = {}  # by name, for CPU accounting
         self.started = time.monotonic()
 
     # ------------------------------------------------------------------ helpers
@@ -220,6 +247,7 @@ class Bench:
                             .substitute(workdir=self.workdir, **values))
         child = self.processes.start(name, [self.nginx_bin, "-c", str(config), "-e", str(self.workdir / f"{name}.err")])
         wait_until(lambda: http_request(values["port"], "/", [], timeout=1).status == 200, 20, name, child=child)
+        self.servers[name] = child
         return child
 
     def start_traefik(self, name: str, dynamic: str) -> int:
@@ -234,6 +262,7 @@ class Bench:
                                      cwd=self.workdir)
         wait_until(lambda: http_request(port, gen_policy.TARGET_PATH, [], host=gen_policy.HOST, timeout=2).status
                    != 404, 30, f"{name} to route {gen_policy.TARGET_PATH}", interval=0.2, child=child)
+        self.servers[name] = child
         return port
 
     def check(self, what: str, port: int, headers: list, status: int, method: Optional[str] = None,
@@ -245,13 +274,20 @@ class Bench:
             raise RuntimeError(f"precheck '{what}': expected {status}{' ' + method if method else ''}, got "
                                f"{reply.status} X-Auth-Method={got_method!r}: {reply.body[:300]!r}")
 
-    def measure(self, load: Load) -> Callable[[], dict]:
+    def measure(self, load: Load, cpu_of: Optional[dict] = None) -> Callable[[], dict]:
+        """One wrk run after a warm-up; with `cpu_of` ({role: Child}), also each server's CPU µs per request."""
         seconds, warmup = self.args.seconds, self.args.warmup
 
         def run() -> dict:
             if warmup > 0:
                 self.wrk.run(load, warmup)
-            return self.wrk.run(load, seconds)
+            before = {role: group_cpu_seconds(child.pid) for role, child in (cpu_of or {}).items()}
+            result = self.wrk.run(load, seconds)
+            if cpu_of and result["requests"]:
+                result["cpu_us_per_request"] = {
+                    role: (group_cpu_seconds(child.pid) - before[role]) * 1e6 / result["requests"]
+                    for role, child in cpu_of.items()}
+            return result
         return run
 
     def add(self, *args, **kwargs) -> Figure:
@@ -306,8 +342,9 @@ class Bench:
             subject = Load(gw, headers, cycle_file=cycle, expect_ok=status < 400, tolerate_read_errors=new_connections)
             comparison = Load(stub, headers, cycle_file=cycle, advance_offset=False,
                               tolerate_read_errors=new_connections)
-            self.add(fid, "alone", title, "nginx return 200", self.measure(subject), self.measure(comparison),
-                     rss_of=self.gateway)
+            self.add(fid, "alone", title, "nginx return 200",
+                     self.measure(subject, cpu_of={"gateway": self.gateway}),
+                     self.measure(comparison, cpu_of={"nginx": self.servers["nginx-stub"]}), rss_of=self.gateway)
 
     def setup_e2e(self) -> None:
         snippet = self.run_checked([str(self.authctl_bin), "traefik-config", "--static"])
@@ -341,12 +378,19 @@ class Bench:
             self.check(fid + " (stub)", via_stub, headers, 200, path=path, host=gen_policy.HOST)
             subject = Load(f"http://{LOOPBACK}:{via_gateway}{path}", headers)
             comparison = Load(f"http://{LOOPBACK}:{via_stub}{path}", headers)
-            self.add(fid, "e2e", title, "Traefik → nginx stub → nginx", self.measure(subject), self.measure(comparison),
+            backend = self.servers["nginx-backend"]
+            self.add(fid, "e2e", title, "Traefik → nginx stub → nginx",
+                     self.measure(subject, cpu_of={"gateway": self.gateway, "Traefik": self.servers["traefik-gateway"],
+                                                   "backend": backend}),
+                     self.measure(comparison, cpu_of={"stub": self.servers["nginx-stub"],
+                                                      "Traefik": self.servers["traefik-stub"], "backend": backend}),
                      rss_of=self.gateway)
         # Context: what forwardAuth costs in itself (the stub path vs no auth at all).
         headers = [("Host", gen_policy.HOST)] + CLIENT_HEADERS
         self.add("e2e.no_auth", "e2e", "Context: Traefik → nginx, no forwardAuth", "",
-                 self.measure(Load(f"http://{LOOPBACK}:{plain}{gen_policy.TARGET_PATH}", headers)), None)
+                 self.measure(Load(f"http://{LOOPBACK}:{plain}{gen_policy.TARGET_PATH}", headers),
+                              cpu_of={"Traefik": self.servers["traefik-plain"], "backend": self.servers["nginx-backend"]}),
+                 None)
 
     def setup_envoy(self) -> None:
         jwt_port, plain_port = free_port(), free_port()
@@ -512,7 +556,8 @@ class Bench:
         dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "Sources", "Package.swift"],
                                     capture_output=True, text=True).stdout.strip())
         goals = targets(rows)
-        markdown = table(rows) + ("\n\n" + targets_table(goals) if goals else "")
+        cpu = cpu_table(rows)
+        markdown = table(rows) + ("\n\n" + cpu if cpu else "") + ("\n\n" + targets_table(goals) if goals else "")
         return {
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "host": socket.gethostname(),

@@ -106,6 +106,23 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every process in the process group `pgid` (a server and its workers)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp, ... utime (14th field overall), stime (15th).
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # ---------------------------------------------------------------------------------------------------- waiting, ports
 
 
