@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import HTTPTypes
 
 /// Header names `FastAuthRequestParser` treats specially, and the field names of the headers proxies send most,
@@ -31,8 +36,9 @@ enum FastAuthFieldName {
 
     /// The field name for `bytes`, which the parser has checked to be a token; nil only if HTTPTypes disagrees.
     static func name(of bytes: UnsafeRawBufferPointer.SubSequence) -> HTTPField.Name? {
-        for entry in common where entry.bytes.count == bytes.count && entry.bytes.elementsEqual(bytes) {
-            return entry.name
+        guard let start = bytes.base.baseAddress.map({ $0 + bytes.startIndex }) else { return nil }
+        for entry in common where entry.bytes.count == bytes.count {
+            if entry.bytes.withUnsafeBytes({ memcmp($0.baseAddress!, start, bytes.count) == 0 }) { return entry.name }
         }
         return HTTPField.Name(String(decoding: bytes, as: UTF8.self))
     }

@@ -49,13 +49,17 @@ enum FastAuthRequestParser {
     private static let envoyPath = Array(EnvoyAuthEndpoint.prefix.utf8)
     private static let envoyPathEnds: [UInt8] = [UInt8(ascii: " "), UInt8(ascii: "?"), UInt8(ascii: "/")]
     private static let version = Array(" HTTP/1.1\r\n".utf8)
-    /// RFC 9110 `tchar`, by byte value.
-    private static let tokenBytes: [Bool] = (0...255).map { (byte: Int) -> Bool in
-        switch UInt8(byte) {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
+
+    /// RFC 9110 `tchar`.
+    @inline(__always)
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+            UInt8(ascii: "!"), UInt8(ascii: "#")...UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"),
+            UInt8(ascii: "."), UInt8(ascii: "^")...UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            true
         default:
-            return "!#$%&'*+-.^_`|~".utf8.contains(UInt8(byte))
+            false
         }
     }
 
@@ -65,6 +69,8 @@ enum FastAuthRequestParser {
             return cursor.ranOut && bytes.count < maximumHeadLength ? .incomplete : .other
         }
         var fields = HTTPFields()
+        // A forwardAuth call has a dozen fields: one allocation instead of the array doubling five times.
+        fields.reserveCapacity(16)
         var authority: String?
         var asksToClose = false
         var count = 0
@@ -173,7 +179,7 @@ enum FastAuthRequestParser {
                 let byte = bytes[position]
                 if byte == UInt8(ascii: ":") { break }
                 // Also refuses a line starting with whitespace (obsolete folding) and a space before the colon.
-                guard FastAuthRequestParser.tokenBytes[Int(byte)] else { return nil }
+                guard FastAuthRequestParser.isTokenByte(byte) else { return nil }
                 position += 1
             }
             guard position > nameStart else { return nil }
