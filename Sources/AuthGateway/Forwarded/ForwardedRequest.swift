@@ -91,11 +91,16 @@ public struct ForwardedRequest: Sendable {
 
     /// The value of a header that must appear exactly once and hold no comma list.
     private static func single(_ name: HTTPField.Name, in headers: HTTPFields) throws(Refusal) -> String {
-        let values = headers[values: name]
-        guard let value = values.first else { throw .missing(name.rawName) }
-        guard values.count == 1 else { throw .repeated(name.rawName) }
-        if name != forHeader && value.utf8.contains(UInt8(ascii: ",")) { throw .repeated(name.rawName) }
-        return String(trimmed(value[...]))
+        // One pass without collecting the values into an array: five of these run on every forwardAuth call.
+        var found: String?
+        for field in headers where field.name == name {
+            guard found == nil else { throw .repeated(name.rawName) }
+            found = field.value
+        }
+        guard let value = found else { throw .missing(name.rawName) }
+        if name != forHeader && BearerToken.contains(UInt8(ascii: ","), in: value[...]) { throw .repeated(name.rawName) }
+        let trimmed = trimmed(value[...])
+        return trimmed.utf8.count == value.utf8.count ? value : String(trimmed)
     }
 
     /// The value without leading and trailing spaces and tabs.
