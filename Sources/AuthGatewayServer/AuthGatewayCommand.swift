@@ -29,6 +29,11 @@ struct AuthGatewayCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds between checks of the policy files for changes (0: never reload).")
     var reloadInterval: Double = 2
 
+    @Option(
+        name: .long,
+        help: "Event loop threads serving connections (default: one per CPU core). On a small host shared with Traefik, 1 leaves Traefik more CPU.")
+    var threads: Int?
+
     @Option(name: .long, help: "Serve GET /traefik/dynamic-config for Traefik's HTTP provider, with forwardAuth at this gateway URL.")
     var traefikGatewayURL: String?
 
@@ -40,12 +45,17 @@ struct AuthGatewayCommand: AsyncParsableCommand {
         if let traefikGatewayURL, URL(string: traefikGatewayURL)?.host == nil || !traefikGatewayURL.hasPrefix("http") {
             throw ValidationError("--traefik-gateway-url must be an http(s) URL, not '\(traefikGatewayURL)'")
         }
+        if let threads, !(1...1024).contains(threads) {
+            throw ValidationError("--threads must be a number of threads from 1 to 1024, not \(threads)")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
     }
 
     func run() async throws {
+        // Before anything uses SwiftNIO's shared event loop group, which the server and its HTTP clients run on.
+        if let threads { Gateway.setEventLoopThreads(threads) }
         var logger = Logger(label: "authgateway")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let address = ListenAddress(listen)!

@@ -193,4 +193,28 @@ struct CommandLineTests {
         #expect(second.status != 0)
         #expect(second.stderr.contains("in use"), "\(second.stderr)")
     }
+
+    @Test("--threads sets how many event loops serve connections, each with its own listening socket", arguments: [1, 2])
+    func eventLoopThreads(threads: Int) async throws {
+        let log = directory.appendingPathComponent("gateway-\(threads).log")
+        let (process, port) = try await ProcessRunner.startGateway(policy: "policies/example.yaml", db: db, arguments: ["--threads", "\(threads)"], log: log)
+        defer { process.terminate(); process.waitUntilExit() }
+        let text = try String(contentsOf: log, encoding: .utf8)
+        #if os(Linux)
+        #expect(text.contains("listeners=\(threads)"), "\(text)")
+        #endif
+        // Every listener answers: a few connections in a row reach whichever socket the kernel picks.
+        for _ in 0..<8 {
+            let connection = try RawHTTPConnection(port: port)
+            await connection.send("GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+            #expect(await connection.readAnswer()?.status == 200)
+        }
+    }
+
+    @Test("--threads outside 1...1024 is refused with the argument named")
+    func eventLoopThreadsRefused() throws {
+        let result = try ProcessRunner.run("authgateway", ["--threads", "0"])
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("--threads must be a number of threads from 1 to 1024"))
+    }
 }

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Hummingbird
 import HummingbirdCore
 import Logging
+import NIOCore
 import ServiceLifecycle
 import Synchronization
 import TokenStore
@@ -137,5 +138,13 @@ public final class Gateway: Sendable {
             backlog: 4096,
             services: [usage, BackendHealthMonitor(health: backendHealth, bindings: sessionBindings, logger: logger, tick: .seconds(1))] + services,
             onServerRunning: onServerRunning, logger: logger)
+    }
+}
+
+extension Gateway {
+    /// How many event loop threads serve connections (SwiftNIO's shared group, also used by the gateway's HTTP
+    /// clients); takes effect only when called before the first gateway is made.
+    public static func setEventLoopThreads(_ count: Int) {
+        NIOSingletons.groupLoopCountSuggestion = count
     }
 }

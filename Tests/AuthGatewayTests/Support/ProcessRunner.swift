@@ -42,12 +42,14 @@ enum ProcessRunner {
     }
 
     /// Starts `authgateway` on a free loopback port and returns the process and its port once it listens.
-    static func startGateway(policy: String, db: String, environment: [String: String] = [:], log: URL) async throws -> (Process, Int) {
+    static func startGateway(
+        policy: String, db: String, environment: [String: String] = [:], arguments: [String] = [], log: URL
+    ) async throws -> (Process, Int) {
         FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable("authgateway"))
-        process.arguments = ["--policy", policy, "--db", db, "--listen", "127.0.0.1:0"]
+        process.arguments = ["--policy", policy, "--db", db, "--listen", "127.0.0.1:0"] + arguments
         process.currentDirectoryURL = packageRoot
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = handle
