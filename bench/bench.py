@@ -168,7 +168,7 @@ def targets(rows: list[dict]) -> list[dict]:
 
     def add(target: str, figure: str, measured: str, met: Optional[bool]) -> None:
         out.append({"target": target, "figure": figure, "measured": measured, "met": met})
-    for fid in ("e2e.api_key", "e2e.jwt_es256", "e2e.path_context"):
+    for fid in ("e2e.api_key", "e2e.jwt_es256", "e2e.path_context", "e2e.api_key_one_thread"):
         row = by_id.get(fid)
         if row and row["ratio"] is not None:
             extra = (row["subject"]["p99_us"] - row["comparison"]["p99_us"]) / 1000
@@ -232,11 +232,12 @@ class Bench:
         path.write_text(text)
         return path
 
-    def start_gateway(self, name: str, policy: Path, db: Path, port: Optional[int] = None) -> tuple[Child, int]:
+    def start_gateway(self, name: str, policy: Path, db: Path, port: Optional[int] = None,
+                      extra: Optional[list[str]] = None) -> tuple[Child, int]:
         port = port or free_port()
         child = self.processes.start(name, [
             str(self.gateway_bin), "--policy", str(policy), "--db", str(db), "--listen", f"{LOOPBACK}:{port}",
-            "--log-level", "error"], cwd=self.workdir)
+            "--log-level", "error"] + (extra or []), cwd=self.workdir)
         wait_until(lambda: http_request(port, "/healthz", [], timeout=1).status == 200, 60,
                    f"{name} /healthz", child=child)
         return child, port
@@ -299,6 +300,7 @@ class Bench:
 
     def setup_common(self) -> None:
         self.stub_port, self.backend_port, self.jwks_port = free_port(), free_port(), free_port()
+        self.identity_stub_port = free_port()
         self.backend_url = f"http://{LOOPBACK}:{self.backend_port}"
         self.jwks_url = f"http://{LOOPBACK}:{self.jwks_port}/jwks.json"
         unique = self.args.unique_tokens if "alone" in self.args.groups else 0
@@ -308,6 +310,8 @@ class Bench:
         self.rs256 = (self.workdir / "rs256.jwt").read_text().strip()
         self.log("nginx stub and backend")
         self.start_nginx("nginx-stub", "nginx-stub.conf", port=self.stub_port)
+        if "e2e" in self.args.groups:
+            self.start_nginx("nginx-stub-identity", "nginx-stub-identity.conf", port=self.identity_stub_port)
         self.start_nginx("nginx-backend", "nginx-backend.conf", port=self.backend_port, jwks_port=self.jwks_port)
         self.policy = self.write("policy.yaml", gen_policy.bench_policy(ISSUER, self.jwks_url, self.backend_url))
         self.db = self.workdir / "main.sqlite"
@@ -385,6 +389,34 @@ class Bench:
                      self.measure(comparison, cpu_of={"stub": self.servers["nginx-stub"],
                                                       "Traefik": self.servers["traefik-stub"], "backend": backend}),
                      rss_of=self.gateway)
+        # The same with the gateway on one event loop thread, as nginx's one worker: on two cores shared with
+        # Traefik, fewer gateway threads leave Traefik more of the machine.
+        one_thread, one_thread_port = self.start_gateway("authgateway-1-thread", self.policy, self.db, extra=["--threads", "1"])
+        via_one_thread = self.start_traefik("traefik-gateway-1-thread", dynamic(f"http://{LOOPBACK}:{one_thread_port}"))
+        headers = [("Host", gen_policy.HOST)] + CLIENT_HEADERS + bearer(self.api_key)
+        self.check("e2e.api_key_one_thread", via_one_thread, headers, 200, path=gen_policy.TARGET_PATH, host=gen_policy.HOST)
+        self.add("e2e.api_key_one_thread", "e2e", "End to end: API key, gateway `--threads 1`", "Traefik → nginx stub → nginx",
+                 self.measure(Load(f"http://{LOOPBACK}:{via_one_thread}{gen_policy.TARGET_PATH}", headers),
+                              cpu_of={"gateway": one_thread, "Traefik": self.servers["traefik-gateway-1-thread"],
+                                      "backend": self.servers["nginx-backend"]}),
+                 self.measure(Load(f"http://{LOOPBACK}:{via_stub}{gen_policy.TARGET_PATH}", headers),
+                              cpu_of={"stub": self.servers["nginx-stub"], "Traefik": self.servers["traefik-stub"],
+                                      "backend": self.servers["nginx-backend"]}),
+                 rss_of=one_thread)
+        # Against a stub that also answers with identity headers: what Traefik's copying of them costs is then on
+        # both sides, and the ratio is what the gateway's decision and connection handling cost.
+        via_identity_stub = self.start_traefik("traefik-stub-identity", dynamic(f"http://{LOOPBACK}:{self.identity_stub_port}"))
+        self.check("e2e.api_key (identity stub)", via_identity_stub, headers, 200, path=gen_policy.TARGET_PATH, host=gen_policy.HOST)
+        self.add("e2e.api_key_identity_stub", "e2e", "End to end: API key, against a stub returning identity headers",
+                 "Traefik → nginx stub with identity headers → nginx",
+                 self.measure(Load(f"http://{LOOPBACK}:{via_gateway}{gen_policy.TARGET_PATH}", headers),
+                              cpu_of={"gateway": self.gateway, "Traefik": self.servers["traefik-gateway"],
+                                      "backend": self.servers["nginx-backend"]}),
+                 self.measure(Load(f"http://{LOOPBACK}:{via_identity_stub}{gen_policy.TARGET_PATH}", headers),
+                              cpu_of={"stub": self.servers["nginx-stub-identity"],
+                                      "Traefik": self.servers["traefik-stub-identity"],
+                                      "backend": self.servers["nginx-backend"]}),
+                 rss_of=self.gateway)
         # Context: what forwardAuth costs in itself (the stub path vs no auth at all).
         headers = [("Host", gen_policy.HOST)] + CLIENT_HEADERS
         self.add("e2e.no_auth", "e2e", "Context: Traefik → nginx, no forwardAuth", "",
