@@ -5,13 +5,17 @@ import Synchronization
 import TokenStore
 
 /// Collects API key uses in memory and writes `last_used_at` in batches, so the request path never writes.
+///
+/// Once a minute by default: every commit to the store empties the decision caches (they cannot tell a
+/// bookkeeping write from a revocation), and after each batch the keys in use are looked up again; at 10 s that
+/// showed as a p99 step in the benchmark's runs that contained a batch.
 public final class LastUsedRecorder: Service, Sendable {
     private let pending = Mutex<[String: Date]>([:])
     private let store: TokenStore
     private let interval: Duration
     private let logger: Logger
 
-    public init(store: TokenStore, interval: Duration = .seconds(10), logger: Logger) {
+    public init(store: TokenStore, interval: Duration = .seconds(60), logger: Logger) {
         self.store = store
         self.interval = interval
         self.logger = logger
