@@ -46,7 +46,7 @@ public struct JWTAuthenticator: CredentialAuthenticator {
         guard case .token(let token) = BearerToken.read(from: request.headers) else { return .absent }
         // Three segments, counted as bytes: a cached token is never split (splitting, even by bytes, was the largest
         // cost of a cached JWT decision in perf).
-        guard BearerToken.count(UInt8(ascii: "."), in: token) == 2 else { return .absent }
+        guard token.utf8Count(of: UInt8(ascii: ".")) == 2 else { return .absent }
         let digest = Data(token.utf8.withContiguousStorageIfAvailable { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
             ?? SHA256.hash(data: Data(token.utf8)))
         if let entry = verified.lookup(digest), route.route.issuers.contains(entry.issuer), let cache = caches[entry.issuer] {

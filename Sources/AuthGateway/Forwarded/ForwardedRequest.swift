@@ -98,7 +98,7 @@ public struct ForwardedRequest: Sendable {
             found = field.value
         }
         guard let value = found else { throw .missing(name.rawName) }
-        if name != forHeader && BearerToken.contains(UInt8(ascii: ","), in: value[...]) { throw .repeated(name.rawName) }
+        if name != forHeader && value[...].utf8Contains(UInt8(ascii: ",")) { throw .repeated(name.rawName) }
         let trimmed = trimmed(value[...])
         return trimmed.utf8.count == value.utf8.count ? value : String(trimmed)
     }
