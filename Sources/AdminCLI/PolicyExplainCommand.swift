@@ -69,6 +69,9 @@ struct PolicyExplain: AsyncParsableCommand {
         case .unsafeCapture(let route, let capture):
             print("route \(route.name) (\(route.location)) matches, but {\(capture)} is not a safe identity value: denied (400)")
             return
+        case .ambiguousSegment(let segment):
+            print("path segment '\(segment)' may be read as another route's literal: denied (400)")
+            return
         case .matched(let matched):
             describe(matched)
         }

@@ -40,6 +40,8 @@ public struct DecisionEngine: Sendable {
         case .noRoute: return .deny(Denial(kind: .untrusted, route: nil, reason: "no route matches \(request.method) \(request.host)\(request.path)"))
         case .unsafeCapture(let route, let capture):
             return .deny(Denial(kind: .badRequest, route: route, reason: "path capture {\(capture)} is not a safe identity value"))
+        case .ambiguousSegment(let segment):
+            return .deny(Denial(kind: .badRequest, route: nil, reason: "path segment '\(segment)' may be read as another route's literal"))
         }
         let route = matched.route
 

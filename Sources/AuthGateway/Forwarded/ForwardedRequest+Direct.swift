@@ -15,8 +15,8 @@ extension ForwardedRequest {
         guard let rawHost = head.authority else { throw .missing("Host") }
         guard let host = Self.canonicalHost(rawHost) else { throw .malformed("Host", "not a host name") }
         guard let target = head.path else { throw .missing("request path") }
-        let (path, query) = try Self.splitURI(target)
-        let segments = try Self.validatedSegments(of: path)
+        let (rawPath, query) = try Self.splitURI(target)
+        let (path, segments) = try Self.normalisedPath(rawPath)
 
         var client = peer
         var proto = "http"

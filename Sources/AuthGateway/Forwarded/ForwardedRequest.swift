@@ -9,7 +9,9 @@ public struct ForwardedRequest: Sendable {
     public let proto: String
     /// Lower-case host without port or trailing dot.
     public let host: String
-    /// The path exactly as the proxy forwarded it, still percent-encoded.
+    /// The path as the proxy forwarded it, still percent-encoded but normalised (RFC 3986 §6.2.2): escapes of
+    /// unreserved characters decoded, the other escapes in upper case. Every spelling Traefik or a backend reads as
+    /// the same path is this one string, so routes, captures and the proxy all see one value.
     public let path: String
     /// The path split on `/`, without the leading empty segment.
     public let pathSegments: [Substring]
@@ -58,8 +60,8 @@ public struct ForwardedRequest: Sendable {
         let rawHost = try Self.single(Self.hostHeader, in: headers)
         guard let host = Self.canonicalHost(rawHost) else { throw .malformed("X-Forwarded-Host", "not a host name") }
         let uri = try Self.single(Self.uriHeader, in: headers)
-        let (path, query) = try Self.splitURI(uri)
-        let segments = try Self.validatedSegments(of: path)
+        let (rawPath, query) = try Self.splitURI(uri)
+        let (path, segments) = try Self.normalisedPath(rawPath)
         let forwardedFor = try Self.single(Self.forHeader, in: headers)
         let lastEntry = forwardedFor.utf8.lastIndex(of: UInt8(ascii: ",")).map { forwardedFor[forwardedFor.index(after: $0)...] } ?? forwardedFor[...]
         guard let client = IPAddress(Self.trimmed(lastEntry)) else { throw .malformed("X-Forwarded-For", "not an IP address") }
@@ -156,8 +158,49 @@ public struct ForwardedRequest: Sendable {
         return (uri, nil)
     }
 
-    /// Splits the path and refuses anything a backend could read differently from the gateway: dot segments,
-    /// empty inner segments, invalid escapes, and encoded `/`, `\`, NUL or `.`.
+    /// The normalised path and its segments; refuses anything a backend could read differently from the gateway:
+    /// dot segments (also encoded ones), empty inner segments, invalid escapes, and encoded `/`, `\`, NUL or
+    /// control characters.
+    ///
+    /// Percent-encoded unreserved characters (RFC 3986 §2.3: ALPHA DIGIT `-` `.` `_` `~`) are decoded (§6.2.2.2)
+    /// and every other escape is upper-cased (§6.2.2.1), as Traefik's entrypoint does before routing, so
+    /// `/ffmpeg/%61dmin` is `/ffmpeg/admin` for route matching and captures alike. A path without `%` is used as
+    /// it is (no copy).
+    static func normalisedPath(_ path: String) throws(Refusal) -> (path: String, segments: [Substring]) {
+        let normalised = path[...].utf8Contains(UInt8(ascii: "%")) ? try decodingUnreserved(path) : path
+        return (normalised, try validatedSegments(of: normalised))
+    }
+
+    /// `path` with unreserved escapes decoded and the others upper-cased; refuses invalid escapes and encoded
+    /// separators or control characters. `splitURI` has already refused every non-ASCII byte.
+    private static func decodingUnreserved(_ path: String) throws(Refusal) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(path.utf8.count)
+        var iterator = path.utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next(), let low = iterator.next(), let value = PercentDecoding.hexValue(high, low) else {
+                throw .malformed("X-Forwarded-Uri", "invalid percent-encoding in path")
+            }
+            if value == 0x2F || value == 0x5C || value < 0x20 || value == 0x7F {
+                throw .malformed("X-Forwarded-Uri", "encoded '/', '\\', NUL or control character in path")
+            }
+            if PercentDecoding.isUnreserved(value) {
+                bytes.append(value)
+            } else {
+                bytes.append(UInt8(ascii: "%"))
+                bytes.append(PercentDecoding.upperHexDigit(value >> 4))
+                bytes.append(PercentDecoding.upperHexDigit(value & 0x0F))
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Splits an already normalised path (or one without escapes) and refuses dot segments, empty inner segments
+    /// and backslashes. Also checks a backend's announced message path (`ProxyEndpoint`).
     static func validatedSegments(of path: String) throws(Refusal) -> [Substring] {
         var segments: [Substring] = []
         var start = path.utf8.index(after: path.utf8.startIndex)
@@ -175,9 +218,12 @@ public struct ForwardedRequest: Sendable {
             let bytes = segment.utf8
             if bytes.elementsEqual(".".utf8) || bytes.elementsEqual("..".utf8) { throw .malformed("X-Forwarded-Uri", "dot segment in path") }
             if bytes.isEmpty && position != segments.count - 1 { throw .malformed("X-Forwarded-Uri", "empty path segment") }
+            if segment.utf8Contains(UInt8(ascii: "\\")) { throw .malformed("X-Forwarded-Uri", "backslash in path") }
+            guard segment.utf8Contains(UInt8(ascii: "%")) else { continue }
+            // Escapes left by normalisation are valid; a path that was not normalised (an announced message path)
+            // is checked here as before.
             var iterator = bytes.makeIterator()
             while let byte = iterator.next() {
-                if byte == UInt8(ascii: "\\") { throw .malformed("X-Forwarded-Uri", "backslash in path") }
                 guard byte == UInt8(ascii: "%") else { continue }
                 guard let high = iterator.next(), let low = iterator.next(), let value = PercentDecoding.hexValue(high, low) else {
                     throw .malformed("X-Forwarded-Uri", "invalid percent-encoding in path")
@@ -204,6 +250,34 @@ enum PercentDecoding {
         }
         guard let h = nibble(high), let l = nibble(low) else { return nil }
         return h << 4 | l
+    }
+
+    /// RFC 3986 §2.3 unreserved: ALPHA DIGIT `-` `.` `_` `~`.
+    static func isUnreserved(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 0x41...0x5A, 0x61...0x7A, 0x30...0x39, UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"): true
+        default: false
+        }
+    }
+
+    static func upperHexDigit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? 48 + nibble : 55 + nibble }
+
+    /// Every escape of `text` decoded, as a backend that decodes the whole path reads it (invalid UTF-8 repaired).
+    static func decodedText(_ text: Substring) -> String {
+        guard text.utf8Contains(UInt8(ascii: "%")) else { return String(text) }
+        let source = Array(text.utf8)
+        var bytes: [UInt8] = []
+        var index = 0
+        while index < source.count {
+            if source[index] == UInt8(ascii: "%"), index + 2 < source.count, let value = hexValue(source[index + 1], source[index + 2]) {
+                bytes.append(value)
+                index += 3
+            } else {
+                bytes.append(source[index])
+                index += 1
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// The decoded value of one path segment, or nil when it is not safe to use as an identity.

@@ -57,8 +57,9 @@ public struct PathTemplate: Sendable, CustomStringConvertible {
         return prefix
     }
 
-    /// Matches already-split, still percent-encoded path segments; returns the raw capture values or nil.
-    /// A single trailing empty segment (trailing slash) is ignored.
+    /// Matches already-split, normalised, still percent-encoded path segments (`ForwardedRequest.pathSegments`);
+    /// returns the raw capture values or nil. Literals are compared byte for byte, as Traefik does, never by
+    /// Unicode equivalence. A single trailing empty segment (trailing slash) is ignored.
     public func match(_ pathSegments: ArraySlice<Substring>) -> [String: Substring]? {
         var path = pathSegments
         if path.count > 1, path.last?.isEmpty == true { path = path.dropLast() }
@@ -69,7 +70,7 @@ public struct PathTemplate: Sendable, CustomStringConvertible {
             case .tail:
                 return captures
             case .literal(let value):
-                guard index < path.endIndex, path[index] == value else { return nil }
+                guard index < path.endIndex, path[index].utf8.elementsEqual(value.utf8) else { return nil }
             case .capture(let name):
                 guard index < path.endIndex, !path[index].isEmpty else { return nil }
                 captures[name] = path[index]

@@ -11,10 +11,21 @@ public struct MatchedRoute: Sendable {
 public struct RouteMatcher: Sendable {
     public let routes: [RoutePolicy]
     private let trie: RouteTrie
+    /// Every template literal by segment position, for `ambiguousSegment(in:)`.
+    private let literalsByDepth: [Set<ExactSegment>]
 
     public init(routes: [RoutePolicy]) {
         self.routes = routes
         self.trie = RouteTrie(templates: routes.map(\.path))
+        var literals: [Set<ExactSegment>] = []
+        for route in routes {
+            for (depth, segment) in route.path.segments.enumerated() {
+                guard case .literal(let value) = segment else { continue }
+                if literals.count <= depth { literals.append(contentsOf: repeatElement([], count: depth + 1 - literals.count)) }
+                literals[depth].insert(ExactSegment(value))
+            }
+        }
+        self.literalsByDepth = literals
     }
 
     /// The outcome of matching.
@@ -23,9 +34,13 @@ public struct RouteMatcher: Sendable {
         case noRoute
         /// A route matched but a captured segment cannot be used as an identity.
         case unsafeCapture(route: RoutePolicy, capture: String)
+        /// A path segment that a backend may read as a route literal the segment itself does not match here or in
+        /// Traefik (an escape that stays encoded, or a `;` parameter): refused rather than routed elsewhere.
+        case ambiguousSegment(String)
     }
 
     public func match(_ request: ForwardedRequest) -> Outcome {
+        if let segment = ambiguousSegment(in: request) { return .ambiguousSegment(String(segment)) }
         for index in trie.candidates(for: request.pathSegments) {
             let route = routes[index]
             if let host = route.host, host != request.host { continue }
@@ -39,5 +54,31 @@ public struct RouteMatcher: Sendable {
             return .matched(MatchedRoute(route: route, captures: captures))
         }
         return .noRoute
+    }
+
+    /// The first segment whose escapes or `;` parameters make it ambiguous.
+    ///
+    /// The path is normalised, so what stays encoded is a reserved or non-ASCII character: Traefik routes on such
+    /// an escape still encoded (reserved) or decoded (others), and many backends decode every escape and some drop
+    /// `;` parameters (`admin;x=1` read as `admin`). A segment that could so become a literal of a route at its
+    /// position, while not being that literal itself, cannot be routed the same way by everyone: it is refused.
+    /// Paths without `%` or `;` (nearly all) are not looked at further.
+    private func ambiguousSegment(in request: ForwardedRequest) -> Substring? {
+        guard Self.hasEscapeOrParameter(request.path[...]) else { return nil }
+        for (depth, segment) in request.pathSegments.prefix(literalsByDepth.count).enumerated() where Self.hasEscapeOrParameter(segment) {
+            let literals = literalsByDepth[depth]
+            let decoded = PercentDecoding.decodedText(segment)
+            if literals.contains(ExactSegment(decoded)) { return segment }
+            if let semicolon = segment.utf8.firstIndex(of: UInt8(ascii: ";")),
+                literals.contains(ExactSegment(PercentDecoding.decodedText(segment[..<semicolon])))
+            {
+                return segment
+            }
+        }
+        return nil
+    }
+
+    private static func hasEscapeOrParameter(_ text: Substring) -> Bool {
+        text.utf8Contains(UInt8(ascii: "%")) || text.utf8Contains(UInt8(ascii: ";"))
     }
 }

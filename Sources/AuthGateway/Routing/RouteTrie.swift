@@ -6,7 +6,7 @@
 /// route whose template matches the path; host, method and capture values are checked by the caller.
 struct RouteTrie: Sendable {
     private struct Node: Sendable {
-        var literals: [String: Int] = [:]
+        var literals: [ExactSegment: Int] = [:]
         var capture: Int?
         var terminal: [Int] = []
         var tail: [Int] = []
@@ -35,9 +35,9 @@ struct RouteTrie: Sendable {
     }
 
     private mutating func child(of parent: Int, literal: String) -> Int {
-        if let existing = nodes[parent].literals[literal] { return existing }
+        if let existing = nodes[parent].literals[ExactSegment(literal)] { return existing }
         nodes.append(Node())
-        nodes[parent].literals[literal] = nodes.count - 1
+        nodes[parent].literals[ExactSegment(literal)] = nodes.count - 1
         return nodes.count - 1
     }
 
@@ -48,7 +48,8 @@ struct RouteTrie: Sendable {
         return nodes.count - 1
     }
 
-    /// The indices of the routes whose template matches `segments` (split path, still encoded), ascending.
+    /// The indices of the routes whose template matches `segments` (split normalised path), ascending; literals
+    /// are compared byte for byte.
     /// As in `PathTemplate.match`, one trailing empty segment (a trailing slash) is ignored.
     func candidates(for segments: [Substring]) -> [Int] {
         var path = segments[...]
@@ -67,7 +68,7 @@ struct RouteTrie: Sendable {
             return
         }
         let rest = path.dropFirst()
-        if let literal = node.literals[String(segment)] { collect(node: literal, path: rest, into: &found) }
+        if let literal = node.literals[ExactSegment(segment)] { collect(node: literal, path: rest, into: &found) }
         if let capture = node.capture, !segment.isEmpty { collect(node: capture, path: rest, into: &found) }
     }
 }
