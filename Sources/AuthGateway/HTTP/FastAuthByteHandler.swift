@@ -41,12 +41,22 @@ final class FastAuthByteHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.installHTTPPipeline = installHTTPPipeline
     }
 
+    /// How many answered bytes may stay in front of unanswered ones before they are discarded.
+    static let discardThreshold = FastAuthRequestParser.maximumHeadLength
+
+    /// The memory held for bytes not yet answered (tests check it stays bounded).
+    var bufferedCapacity: Int { buffered?.capacity ?? 0 }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         guard !done else { return }
         if buffered == nil {
             buffered = bytes
         } else {
+            // Only a request split across reads (or pipelined behind a pending answer) gets here. Its storage still
+            // holds every answered request before it: drop those once they are worth a copy, as NIO's
+            // ByteToMessageDecoder does, so a connection keeps about one head, not everything it ever sent.
+            if buffered!.readerIndex >= Self.discardThreshold { buffered!.discardReadBytes() }
             buffered!.writeBuffer(&bytes)
         }
         if !answerPending { serveBuffered(context: context) }
