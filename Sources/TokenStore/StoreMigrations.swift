@@ -86,6 +86,12 @@ enum StoreMigrations {
                 t.column("expiresAt", .datetime).notNull()
             }
         }
+        // Issue 11 finding 2: a grant obtained by signing in with an API key names the key, so it ends with it.
+        migrator.registerMigration("v-issue11-grant-api-key") { db in
+            try db.alter(table: "oauth_grant") { t in
+                t.add(column: "apiKeyID", .text)
+            }
+        }
         return migrator
     }
 }

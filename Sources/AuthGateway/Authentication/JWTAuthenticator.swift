@@ -104,17 +104,23 @@ public struct JWTAuthenticator: CredentialAuthenticator {
     }
 
     /// The principal for verified claims; for the built-in issuer also requires the token's grant (`sid`) to be
-    /// active, so revocation, a disabled user or a revoked client stops a token before it expires.
+    /// active, so revocation, a disabled user, a revoked client, or the end of the API key the grant was signed in
+    /// with stops a token before it expires; a key's route restriction applies to the grant's tokens too.
     private func outcome(for claims: TokenClaims, issuer: IssuerPolicy, route: RoutePolicy) async -> AuthenticationOutcome {
-        let outcome = Self.principal(from: claims, issuer: issuer, route: route, now: Date().timeIntervalSince1970)
-        guard issuer.isBuiltin, case .principal = outcome else { return outcome }
+        let now = Date()
+        let outcome = Self.principal(from: claims, issuer: issuer, route: route, now: now.timeIntervalSince1970)
+        guard issuer.isBuiltin, case .principal(var principal) = outcome else { return outcome }
         guard let store, let grantID = claims["sid"]?.stringValue else { return .invalid(reason: "built-in token has no grant") }
+        let status: GrantStatus
         do {
-            let active = try await grants.value(for: grantID, store: store) { try await store.grantIsActive(id: grantID) }
-            return active ? outcome : .invalid(reason: "grant \(grantID) is revoked")
+            status = try await grants.value(for: grantID, store: store) { try await store.grantStatus(id: grantID, now: now) }
         } catch {
             return .unavailable(reason: "token store lookup failed: \(error)")
         }
+        // The status may be cached from before a key's expiry: its end is compared with the clock on every request.
+        guard status.isActive(at: now), case .active(_, let onlyRoute) = status else { return .invalid(reason: "grant \(grantID) is not active") }
+        if let onlyRoute { principal.restrictedToRoute = onlyRoute }
+        return .principal(principal)
     }
 
     /// Applies the issuer's time, issuer, audience and claim-mapping rules to verified claims.

@@ -71,11 +71,12 @@ extension StoreLookupCache where Key == Data, Value == APIKey? {
     }
 }
 
-/// Whether a built-in authorization server grant is still active, by grant id.
-typealias GrantStatusCache = StoreLookupCache<String, Bool>
+/// The status of a built-in authorization server grant, by grant id. A status holds its own end (an API key's
+/// expiry), which the caller compares with the clock, since a key expires without any change to the store.
+typealias GrantStatusCache = StoreLookupCache<String, GrantStatus>
 
-extension StoreLookupCache where Key == String, Value == Bool {
+extension StoreLookupCache where Key == String, Value == GrantStatus {
     convenience init() {
-        self.init(ttl: .seconds(30), negativeTTL: .seconds(30), capacity: 100_000, isNegative: { !$0 })
+        self.init(ttl: .seconds(30), negativeTTL: .seconds(30), capacity: 100_000, isNegative: { $0 == .inactive })
     }
 }

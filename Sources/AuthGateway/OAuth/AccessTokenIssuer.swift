@@ -22,6 +22,14 @@ struct AccessTokenIssuer: Sendable {
         func verify(using algorithm: some JWTAlgorithm) throws {}
     }
 
+    /// The `exp` of a token issued for `grant` at `now`: the configured lifetime, but never past the grant's end
+    /// (which a grant signed in with an API key has no later than the key's expiry).
+    static func expiry(for grant: OAuthGrant, context: AuthorizationServerContext, now: Date) -> Int {
+        let issuedAt = Int(now.timeIntervalSince1970)
+        let grantEnd = Int(grant.expiresAt.timeIntervalSince1970.rounded(.down))
+        return max(issuedAt, min(issuedAt + Int(context.settings.accessTokenLifetime), grantEnd))
+    }
+
     /// A signed access token for `grant` (its subject, client and resource), carrying `scopes`.
     func issue(for grant: OAuthGrant, scopes: [String], context: AuthorizationServerContext, now: Date = Date()) async throws -> String {
         let key = try store.currentSigningKey(now: now)
@@ -29,7 +37,7 @@ struct AccessTokenIssuer: Sendable {
         await keys.add(ecdsa: try ES256PrivateKey(pem: key.privateKeyPEM), kid: JWKIdentifier(string: key.kid))
         let issuedAt = Int(now.timeIntervalSince1970)
         let claims = Claims(
-            iss: context.issuerURL, sub: grant.subject, aud: grant.resource, exp: issuedAt + Int(context.settings.accessTokenLifetime),
+            iss: context.issuerURL, sub: grant.subject, aud: grant.resource, exp: Self.expiry(for: grant, context: context, now: now),
             iat: issuedAt, nbf: issuedAt, jti: RecordID.make(prefix: "at_"), client_id: grant.clientID, scope: scopes.joined(separator: " "),
             sid: grant.id)
         return try await keys.sign(claims, kid: JWKIdentifier(string: key.kid), header: ["typ": .string("at+jwt")])

@@ -21,6 +21,8 @@ struct AuthorizeEndpoint: Sendable {
     private struct PendingConsent: Codable {
         var request: AuthorizationRequest
         var csrf: String
+        /// The API key the user signed in with, whose end and route restriction the grant keeps.
+        var apiKeyID: String?
     }
 
     func show(_ request: Request, context: AuthorizationServerContext) async -> Response {
@@ -62,16 +64,18 @@ struct AuthorizeEndpoint: Sendable {
     private func login(_ authorization: AuthorizationRequest, form: OAuthParameters, csrf: String, context: AuthorizationServerContext) async -> Response {
         var granted = authorization
         let subject: String
+        let apiKeyID: String?
         switch await authenticate(form, requested: authorization, context: context) {
-        case .success(let who, let scopes):
+        case .success(let who, let scopes, let keyID):
             subject = who
+            apiKeyID = keyID
             granted.scopes = scopes
         case .failure(let message):
             let html = AuthorizationPages.login(authorization, action: action(context), csrf: csrf, message: message)
             return AuthorizationPages.response(html, status: .unauthorized)
         }
         do {
-            let pending = try JSONEncoder().encode(PendingConsent(request: granted, csrf: csrf))
+            let pending = try JSONEncoder().encode(PendingConsent(request: granted, csrf: csrf, apiKeyID: apiKeyID))
             let ticket = try store.createConsentTicket(subject: subject, request: pending, lifetime: context.settings.consentLifetime)
             let html = AuthorizationPages.consent(granted, subject: subject, ticket: ticket, action: action(context), csrf: csrf)
             return AuthorizationPages.response(html, status: .ok)
@@ -81,7 +85,7 @@ struct AuthorizeEndpoint: Sendable {
     }
 
     private enum LoginOutcome {
-        case success(subject: String, scopes: [String])
+        case success(subject: String, scopes: [String], apiKeyID: String?)
         case failure(String)
     }
 
@@ -98,7 +102,7 @@ struct AuthorizeEndpoint: Sendable {
             }
             let scopes = requested.scopes.filter(key.scopeList.contains)
             if scopes.isEmpty && !requested.scopes.isEmpty { return .failure("That API key carries none of the requested scopes.") }
-            return .success(subject: key.subject, scopes: scopes)
+            return .success(subject: key.subject, scopes: scopes, apiKeyID: key.id)
         }
         guard let username = form["username"], let password = form["password"] else { return wrong }
         guard !throttle.isLocked(username) else { return .failure("Too many failed sign-ins for this user. Try again in a few minutes.") }
@@ -110,7 +114,7 @@ struct AuthorizeEndpoint: Sendable {
             return wrong
         }
         throttle.recordSuccess(username)
-        return .success(subject: user.username, scopes: requested.scopes)
+        return .success(subject: user.username, scopes: requested.scopes, apiKeyID: nil)
     }
 
     private func consent(ticket: String, decision: String?, csrf: String, context: AuthorizationServerContext) async -> Response {
@@ -127,18 +131,22 @@ struct AuthorizeEndpoint: Sendable {
                 request.redirectURI, ["error": "access_denied", "error_description": "the user denied access"], state: request.state,
                 status: .seeOther, context: context)
         }
-        return await issueCode(request, subject: stored.subject, context: context)
+        return await issueCode(request, subject: stored.subject, apiKeyID: pending.apiKeyID, context: context)
     }
 
-    private func issueCode(_ request: AuthorizationRequest, subject: String, context: AuthorizationServerContext) async -> Response {
+    private func issueCode(_ request: AuthorizationRequest, subject: String, apiKeyID: String?, context: AuthorizationServerContext) async -> Response {
         guard let client = try? store.client(id: request.clientID), client.revokedAt == nil else {
             return AuthorizationPages.response(AuthorizationPages.error("This application's access has been revoked."), status: .badRequest)
         }
         do {
             let code = try store.createAuthorization(
                 clientID: client.id, subject: subject, scope: request.scopes, resource: request.resource, redirectURI: request.redirectURI,
-                codeChallenge: request.codeChallenge, codeLifetime: context.settings.codeLifetime, grantLifetime: context.settings.refreshTokenLifetime)
+                codeChallenge: request.codeChallenge, codeLifetime: context.settings.codeLifetime, grantLifetime: context.settings.refreshTokenLifetime,
+                apiKeyID: apiKeyID)
             return redirect(request.redirectURI, ["code": code], state: request.state, status: .seeOther, context: context)
+        } catch TokenStoreError.invalidValue {
+            // The key signed in with was revoked or expired between sign-in and consent.
+            return AuthorizationPages.response(AuthorizationPages.error("That API key is not valid any more. Start again from your application."), status: .badRequest)
         } catch {
             return AuthorizationPages.response(AuthorizationPages.error("The server cannot record the authorization. Try again later."), status: .serviceUnavailable)
         }

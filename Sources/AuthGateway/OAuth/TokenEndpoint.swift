@@ -91,13 +91,16 @@ struct TokenEndpoint: Sendable {
 
     private func answer(grant: OAuthGrant, scopes: [String], refreshToken: String?, context: AuthorizationServerContext) async throws(OAuthError) -> Response {
         let accessToken: String
+        let now = Date()
         do {
-            accessToken = try await tokens.issue(for: grant, scopes: scopes, context: context)
+            accessToken = try await tokens.issue(for: grant, scopes: scopes, context: context, now: now)
         } catch {
             throw OAuthError(code: "temporarily_unavailable", description: "the access token cannot be signed", status: .serviceUnavailable)
         }
+        // The token's own lifetime, which its grant's end (an API key's expiry) may shorten.
+        let expiresIn = AccessTokenIssuer.expiry(for: grant, context: context, now: now) - Int(now.timeIntervalSince1970)
         var body: [String: Any] = [
-            "access_token": accessToken, "token_type": "Bearer", "expires_in": Int(context.settings.accessTokenLifetime),
+            "access_token": accessToken, "token_type": "Bearer", "expires_in": expiresIn,
             "scope": scopes.joined(separator: " "),
         ]
         if let refreshToken { body["refresh_token"] = refreshToken }

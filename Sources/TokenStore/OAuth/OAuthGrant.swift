@@ -17,6 +17,9 @@ public struct OAuthGrant: Codable, Sendable, Equatable, FetchableRecord, Persist
     /// After this the family's refresh tokens stop working.
     public var expiresAt: Date
     public var revokedAt: Date?
+    /// The API key the subject signed in with, if any: the grant ends when that key is revoked or expires, and its
+    /// tokens keep the key's route restriction.
+    public var apiKeyID: String? = nil
 
     public var scopeList: [String] { scope.split(separator: " ").map(String.init) }
 }

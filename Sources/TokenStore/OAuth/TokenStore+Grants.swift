@@ -23,17 +23,27 @@ public enum RefreshOutcome: Sendable, Equatable {
 
 extension TokenStore {
     /// Records a consented authorization and returns the single-use code for it.
+    ///
+    /// - Parameter apiKeyID: the key the subject signed in with, if any. The grant then ends no later than the key
+    ///   (a key that is no longer usable is refused with `invalidValue`) and is checked against it at every use.
     public func createAuthorization(
         clientID: String, subject: String, scope: [String], resource: String, redirectURI: String, codeChallenge: String,
-        codeLifetime: TimeInterval, grantLifetime: TimeInterval, now: Date = Date()
+        codeLifetime: TimeInterval, grantLifetime: TimeInterval, apiKeyID: String? = nil, now: Date = Date()
     ) throws -> String {
         let code = OpaqueToken.generate(prefix: OpaqueTokenPrefix.code)
         try write { db in
             // Spent codes are kept a day so that a late replay still revokes its grant; then they go.
             try AuthorizationCode.filter(Column("expiresAt") < now.addingTimeInterval(-86400)).deleteAll(db)
+            var expiresAt = now.addingTimeInterval(grantLifetime)
+            if let apiKeyID {
+                guard let key = try APIKey.fetchOne(db, key: apiKeyID), key.unusableReason(at: now) == nil else {
+                    throw TokenStoreError.invalidValue("the API key used to sign in is no longer valid")
+                }
+                if let keyEnd = key.expiresAt { expiresAt = min(expiresAt, keyEnd) }
+            }
             let grant = OAuthGrant(
                 id: RecordID.make(prefix: "gr_"), clientID: clientID, subject: subject, scope: scope.joined(separator: " "),
-                resource: resource, createdAt: now, expiresAt: now.addingTimeInterval(grantLifetime), revokedAt: nil)
+                resource: resource, createdAt: now, expiresAt: expiresAt, revokedAt: nil, apiKeyID: apiKeyID)
             try grant.insert(db)
             try AuthorizationCode(
                 digest: code.digest, grantID: grant.id, clientID: clientID, redirectURI: redirectURI, codeChallenge: codeChallenge,
@@ -54,7 +64,9 @@ extension TokenStore {
             code.usedAt = now
             try code.update(db)
             guard now < code.expiresAt else { return .expired }
-            guard let grant = try OAuthGrant.fetchOne(db, key: code.grantID), grant.revokedAt == nil else { return .unknown }
+            guard let found = try OAuthGrant.fetchOne(db, key: code.grantID), let grant = try Self.usableGrant(found, now: now, db: db) else {
+                return .unknown
+            }
             return .redeemed(code, grant)
         }
     }
@@ -80,12 +92,12 @@ extension TokenStore {
                 try Self.revokeGrant(id: grant.id, now: now, db: db)
                 return .reused
             }
-            guard grant.revokedAt == nil, now < token.expiresAt, try Self.subjectIsEnabled(grant.subject, db: db) else { return .invalid }
+            guard now < token.expiresAt, let usable = try Self.usableGrant(grant, now: now, db: db) else { return .invalid }
             token.usedAt = now
             try token.update(db)
             let next = OpaqueToken.generate(prefix: OpaqueTokenPrefix.refreshToken)
-            try RefreshToken(digest: next.digest, grantID: grant.id, createdAt: now, expiresAt: grant.expiresAt, usedAt: nil).insert(db)
-            return .rotated(grant: grant, newToken: next.plaintext)
+            try RefreshToken(digest: next.digest, grantID: usable.id, createdAt: now, expiresAt: usable.expiresAt, usedAt: nil).insert(db)
+            return .rotated(grant: usable, newToken: next.plaintext)
         }
     }
 
@@ -118,13 +130,18 @@ extension TokenStore {
         }
     }
 
-    /// Whether tokens of this grant may still be used: not revoked, its client not revoked, its subject not a
-    /// disabled user. Checked on every request that presents a built-in access token.
-    public func grantIsActive(id: String) async throws -> Bool {
+    /// Whether tokens of this grant may still be used at `now`: not revoked, its client not revoked, its subject
+    /// not a disabled user, and the API key it was signed in with (if any) neither revoked nor expired.
+    public func grantIsActive(id: String, now: Date = Date()) async throws -> Bool {
+        try await grantStatus(id: id, now: now).isActive(at: now)
+    }
+
+    /// What `/auth` needs about a grant on every request that presents a built-in access token (cached by the
+    /// caller until the store changes): whether it is active, until when, and on which route only.
+    public func grantStatus(id: String, now: Date = Date()) async throws -> GrantStatus {
         try await database.read { db in
-            guard let grant = try OAuthGrant.fetchOne(db, key: id), grant.revokedAt == nil else { return false }
-            guard let client = try OAuthClient.fetchOne(db, key: grant.clientID), client.revokedAt == nil else { return false }
-            return try Self.subjectIsEnabled(grant.subject, db: db)
+            guard let grant = try OAuthGrant.fetchOne(db, key: id) else { return .inactive }
+            return try Self.status(of: grant, now: now, db: db)
         }
     }
 
@@ -157,6 +174,28 @@ extension TokenStore {
             try ticket.delete(db)
             return now < ticket.expiresAt ? ticket : nil
         }
+    }
+
+    static func status(of grant: OAuthGrant, now: Date, db: Database) throws -> GrantStatus {
+        guard grant.revokedAt == nil else { return .inactive }
+        guard let client = try OAuthClient.fetchOne(db, key: grant.clientID), client.revokedAt == nil else { return .inactive }
+        guard try subjectIsEnabled(grant.subject, db: db) else { return .inactive }
+        guard let keyID = grant.apiKeyID else { return .active(until: nil, route: nil) }
+        // A key signed in with is never deleted; a missing one ends the grant all the same (fail closed).
+        guard let key = try APIKey.fetchOne(db, key: keyID), key.unusableReason(at: now) == nil else { return .inactive }
+        return .active(until: key.expiresAt, route: key.route)
+    }
+
+    /// The grant if its tokens may still be used at `now`, with its end brought forward to its key's (which
+    /// `rotate-key --overlap` may have moved since the sign-in), so nothing issued from it outlives the key.
+    static func usableGrant(_ grant: OAuthGrant, now: Date, db: Database) throws -> OAuthGrant? {
+        guard case .active(let until, _) = try status(of: grant, now: now, db: db) else { return nil }
+        var grant = grant
+        if let until, until < grant.expiresAt {
+            grant.expiresAt = until
+            try grant.update(db)
+        }
+        return grant
     }
 
     static func revokeGrant(id: String, now: Date, db: Database) throws {

@@ -1,0 +1,129 @@
+@testable import AuthGateway
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Testing
+import TokenStore
+
+/// Issue 11, findings 2 and D: an OAuth grant obtained by signing in with an API key ends when the key is revoked,
+/// rotated away or expires, and never opens more routes than the key itself.
+@Suite("Finding 2: a grant signed in with an API key ends with the key and keeps its restrictions")
+struct Finding2GrantKeyTests {
+    static let origin = "https://mcp.example.com"
+
+    static let policy = testPolicy(
+        issuers: "issuers:\n  builtin: { kind: builtin }",
+        routes: """
+              - name: openmemory-messages
+                match: { host: mcp.example.com, path: "/openmemory/messages/**" }
+                resource: https://mcp.example.com/openmemory
+                accept: [jwt, api_key]
+                issuers: [builtin]
+                require: { scopes: [memory] }
+              - name: openmemory-bound
+                match: { host: mcp.example.com, path: "/openmemory/{client_name}/sse/{user_id}" }
+                resource: https://mcp.example.com/openmemory
+                accept: [jwt, api_key]
+                issuers: [builtin]
+                require: { scopes: [memory], bind: { user_id: subject } }
+              - name: ffmpeg
+                match: { host: mcp.example.com, path: "/ffmpeg/**" }
+                accept: [jwt, api_key]
+                issuers: [builtin]
+                require: { scopes: [ffmpeg] }
+            """)
+
+    /// The ways an operator ends a key.
+    enum KeyEnd: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        case revokeKey, rotateKeyWithoutOverlap
+        var testDescription: String { rawValue }
+
+        func apply(to id: String, in store: TokenStore) throws {
+            switch self {
+            case .revokeKey: try store.revokeKey(id: id)
+            case .rotateKeyWithoutOverlap: _ = try store.rotateKey(id: id, overlap: 0)
+            }
+        }
+    }
+
+    @Test("finding 2: revoke-key and rotate-key --overlap 0 end the grant signed in with the key: access token at /auth and refresh", arguments: KeyEnd.allCases)
+    func keyEndEndsGrant(_ end: KeyEnd) async throws {
+        let fixture = try GatewayFixture(policy: Self.policy)
+        let (key, id) = try fixture.issueKey(subject: "carol", scopes: ["ffmpeg"])
+        let flow = SignInFlow(client: try SignInFlow.registerClient(fixture.store), resource: Self.origin + "/ffmpeg")
+        try await fixture.withLiveServer { http in
+            let tokens = try await flow.tokens(http, [("api_key", key)])
+            #expect(tokens.status == .ok)
+            let access = try #require(tokens.json["access_token"] as? String)
+            let refresh = try #require(tokens.json["refresh_token"] as? String)
+            // Decided once before the key ends, so the decision caches hold this token's grant.
+            #expect(try await OAuthTokenEndpointTests.auth(http, token: access).status == .ok)
+
+            try end.apply(to: id, in: fixture.store)
+
+            let denied = try await OAuthTokenEndpointTests.auth(http, token: access)
+            #expect(denied.status == .unauthorized)
+            #expect(denied.header("X-Auth-Subject") == nil)
+            let refreshed = try await flow.refresh(http, refresh)
+            #expect(refreshed.json["error"] as? String == "invalid_grant")
+        }
+    }
+
+    @Test("finding 2: a grant signed in with an expiring key ends at the key's expiry: token lifetime, /auth and refresh")
+    func keyExpiryEndsGrant() async throws {
+        let fixture = try GatewayFixture(policy: Self.policy)
+        let flow = SignInFlow(client: try SignInFlow.registerClient(fixture.store), resource: Self.origin + "/ffmpeg")
+        try await fixture.withLiveServer { http in
+            // Made once the server runs, so that a slow start under parallel tests does not expire it first.
+            let expiry = Date().addingTimeInterval(4)
+            let (key, _) = try fixture.issueKey(subject: "carol", scopes: ["ffmpeg"], expiresAt: expiry)
+            let tokens = try await flow.tokens(http, [("api_key", key)])
+            #expect(tokens.status == .ok)
+            #expect((tokens.json["expires_in"] as? Int ?? .max) <= 4)
+            let access = try #require(tokens.json["access_token"] as? String)
+            let refresh = try #require(tokens.json["refresh_token"] as? String)
+            #expect(try await OAuthTokenEndpointTests.auth(http, token: access).status == .ok)
+
+            try await Task.sleep(for: .seconds(expiry.timeIntervalSinceNow + 0.3))
+
+            #expect(try await OAuthTokenEndpointTests.auth(http, token: access).status == .unauthorized)
+            #expect(try await flow.refresh(http, refresh).json["error"] as? String == "invalid_grant")
+        }
+    }
+
+    @Test("finding 2: the refresh tokens of a grant signed in with an expiring key never outlive the key")
+    func refreshTokensEndWithKey() async throws {
+        let fixture = try GatewayFixture(policy: Self.policy)
+        let expiry = Date().addingTimeInterval(3600)
+        let (key, id) = try fixture.issueKey(subject: "carol", scopes: ["ffmpeg"], expiresAt: expiry)
+        let flow = SignInFlow(client: try SignInFlow.registerClient(fixture.store), resource: Self.origin + "/ffmpeg")
+        try await fixture.withLiveServer { http in
+            let tokens = try await flow.tokens(http, [("api_key", key)])
+            let refresh = try #require(tokens.json["refresh_token"] as? String)
+            let grant = try #require(try fixture.store.grant(ofRefreshToken: refresh))
+            // Compared with the key's stored expiry: the store keeps dates to the millisecond.
+            let keyExpiry = try #require(try fixture.store.key(id: id)?.expiresAt)
+            #expect(grant.expiresAt <= keyExpiry)
+        }
+    }
+
+    @Test("finding D: a key restricted to one route signs in for the shared resource and its tokens open that route only")
+    func routeRestrictionCarriesOver() async throws {
+        let fixture = try GatewayFixture(policy: Self.policy)
+        let (key, _) = try fixture.issueKey(subject: "carol", scopes: ["memory"], route: "openmemory-messages")
+        let flow = SignInFlow(client: try SignInFlow.registerClient(fixture.store), resource: Self.origin + "/openmemory")
+        try await fixture.withLiveServer { http in
+            // The key itself: the messages route only.
+            #expect(try await OAuthTokenEndpointTests.auth(http, token: key, uri: "/openmemory/claude/sse/carol").status == .forbidden)
+            let tokens = try await flow.tokens(http, [("api_key", key)])
+            #expect(tokens.status == .ok)
+            let access = try #require(tokens.json["access_token"] as? String)
+            #expect(try await OAuthTokenEndpointTests.auth(http, token: access, uri: "/openmemory/messages/?session_id=s1").status == .ok)
+            #expect(try await OAuthTokenEndpointTests.auth(http, token: access, uri: "/openmemory/claude/sse/carol").status == .forbidden)
+
+            let refreshed = try await flow.refresh(http, try #require(tokens.json["refresh_token"] as? String))
+            let next = try #require(refreshed.json["access_token"] as? String)
+            #expect(try await OAuthTokenEndpointTests.auth(http, token: next, uri: "/openmemory/claude/sse/carol").status == .forbidden)
+        }
+    }
+}
