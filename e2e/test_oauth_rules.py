@@ -715,24 +715,58 @@ def confidential_client(gw: o.OAuthGateway, **metadata) -> dict:
     return body
 
 
-def test_client_credentials_grant_issues_token_for_the_client_itself(gw):
-    client = confidential_client(gw, grant_types=["client_credentials"], scope="notes")
+def machine_client(gw: o.OAuthGateway, *args: str) -> dict:
+    """A client an operator made: `authctl clients add NAME ARGS... --json` (client_id and client_secret)."""
+    done = gw.ctl("clients", "add", "e2e-" + secrets.token_hex(3), *args, "--json")
+    body = json.loads(done.stdout)
+    assert body["client_id"] and body["client_secret"].startswith("agcs_"), body
+    return body
+
+
+def test_registration_refuses_client_credentials(gw):
+    """Issue 11 finding 1: a client nobody vouched for never gets a token without a user's login and consent."""
+    for method in ("client_secret_basic", "client_secret_post"):
+        reply = o.post_json(gw.url("/oauth/register"), {"client_name": "minter", "grant_types": ["client_credentials"],
+                                                        "token_endpoint_auth_method": method})
+        assert_token_error(reply, 400, "invalid_client_metadata")
+
+
+def test_machine_client_from_authctl_gets_a_token_mcp_proxy_style(gw):
+    """Issue 11 finding 1: `authctl clients add --grant client_credentials` with one resource; the token request
+    sends no resource and authenticates with HTTP Basic, as mcp-proxy's --client-id/--client-secret/--token-url do."""
+    client = machine_client(gw, "--grant", "client_credentials", "--subject", "ci-bot", "--scopes", "notes",
+                            "--resource", gw.resource)
     auth = o.basic(client["client_id"], client["client_secret"])
-    reply = o.token(gw.origin, {"grant_type": "client_credentials", "resource": gw.resource, "scope": "notes"},
-                    [auth])
+    reply = o.token(gw.origin, {"grant_type": "client_credentials"}, [auth])
     assert reply.status == 200, reply
     body = reply.json()
-    assert "refresh_token" not in body, body
+    assert "refresh_token" not in body and body["scope"] == "notes", body
     _, claims = o.jwt_parts(body["access_token"])
-    assert claims["sub"] == client["client_id"] and claims["client_id"] == client["client_id"], claims
-    assert_allowed_at_auth(gw, body["access_token"], client["client_id"])
+    assert claims["sub"] == "ci-bot" and claims["client_id"] == client["client_id"], claims
+    assert claims["aud"] in (gw.resource, [gw.resource]), claims
+    assert_allowed_at_auth(gw, body["access_token"], "ci-bot")
+    assert gw.auth(body["access_token"], "/ledger/x").status == 401  # another resource of the same server
 
-    no_resource = o.token(gw.origin, {"grant_type": "client_credentials", "scope": "notes"}, [auth])
-    assert no_resource.status == 400, no_resource
-    assert o.error_of(no_resource) in ("invalid_target", "invalid_request"), no_resource
-    wrong_secret = o.token(gw.origin, {"grant_type": "client_credentials", "resource": gw.resource},
-                           [o.basic(client["client_id"], "agcs_wrong")])
+    wider = o.token(gw.origin, {"grant_type": "client_credentials", "scope": "notes notes_admin"}, [auth])
+    assert_token_error(wider, 400, "invalid_scope")
+    elsewhere = o.token(gw.origin, {"grant_type": "client_credentials", "resource": gw.public_url + "/ledger"}, [auth])
+    assert_token_error(elsewhere, 400, "invalid_target")
+    wrong_secret = o.token(gw.origin, {"grant_type": "client_credentials"}, [o.basic(client["client_id"], "agcs_wrong")])
     assert_token_error(wrong_secret, 401, "invalid_client")
+
+    gw.ctl("clients", "revoke", client["client_id"])
+    assert_refused_at_auth(gw, body["access_token"])
+    assert_token_error(o.token(gw.origin, {"grant_type": "client_credentials"}, [auth]), 401, "invalid_client")
+
+
+def test_machine_client_with_several_resources_must_name_one(gw):
+    client = machine_client(gw, "--grant", "client_credentials", "--subject", "ci-bot", "--scopes", "notes,ledger",
+                            "--resource", gw.resource, "--resource", gw.public_url + "/ledger")
+    auth = o.basic(client["client_id"], client["client_secret"])
+    assert_token_error(o.token(gw.origin, {"grant_type": "client_credentials"}, [auth]), 400, "invalid_target")
+    named = o.token(gw.origin, {"grant_type": "client_credentials", "resource": gw.public_url + "/ledger"}, [auth])
+    assert named.status == 200, named
+    assert named.json()["scope"] == "ledger", named
 
 
 def test_public_client_cannot_use_client_credentials(gw):
@@ -771,7 +805,7 @@ def test_revoking_an_unknown_token_is_200(gw):
 
 def test_introspection_requires_confidential_client_and_reports_activity(gw, alice):
     tokens = tokens_for(gw, alice)
-    resource_server = confidential_client(gw, grant_types=["client_credentials"])
+    resource_server = machine_client(gw, "--introspect")
     auth = o.basic(resource_server["client_id"], resource_server["client_secret"])
     url = gw.url("/oauth/introspect")
 

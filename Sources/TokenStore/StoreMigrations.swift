@@ -92,6 +92,19 @@ enum StoreMigrations {
                 t.add(column: "apiKeyID", .text)
             }
         }
+        // Issue 11 finding 1: machine clients are made by an operator (subject, resources, introspection right).
+        // Client-credentials grants that self-registered clients got before (their subject is the client itself)
+        // end here: nobody vouched for those clients.
+        migrator.registerMigration("v-issue11-operator-clients") { db in
+            try db.alter(table: "oauth_client") { t in
+                t.add(column: "subject", .text)
+                t.add(column: "resources", .text).notNull().defaults(to: "[]")
+                t.add(column: "mayIntrospect", .boolean).notNull().defaults(to: false)
+            }
+            try db.execute(sql: """
+                UPDATE oauth_grant SET revokedAt = CURRENT_TIMESTAMP WHERE revokedAt IS NULL AND subject = clientID
+                """)
+        }
         return migrator
     }
 }

@@ -180,22 +180,31 @@ struct OAuthTokenEndpointTests {
 
     // MARK: Client credentials
 
-    @Test("a confidential client authenticated with HTTP Basic gets a client-credentials token whose subject is the client")
+    @Test("a self-registered confidential client gets no client-credentials token; an operator-made machine client gets one for its subject")
     func clientCredentials() async throws {
         let fixture = try GatewayFixture(policy: OAuthEndpointTests.policy)
-        let (client, secret) = try fixture.store.registerClient(ClientRegistration(
+        let (registered, registeredSecret) = try fixture.store.registerClient(ClientRegistration(
             name: "batch", redirectURIs: [], grantTypes: ["client_credentials"], authMethod: "client_secret_basic", scope: nil))
-        let basic = "Basic " + Data("\(client.id):\(try #require(secret))".utf8).base64EncodedString()
+        let (machine, secret) = try fixture.store.addMachineClient(MachineClientRequest(
+            name: "batch", grantTypes: ["client_credentials"], subject: "batch-runner", scopes: ["ffmpeg"], resources: [Self.resource],
+            mayIntrospect: false))
         try await fixture.withLiveServer { http in
             var headers = Self.form
-            headers[.authorization] = basic
+            headers[.authorization] = "Basic " + Data("\(registered.id):\(try #require(registeredSecret))".utf8).base64EncodedString()
+            let refused = try await Self.post(http, [("grant_type", "client_credentials"), ("resource", Self.resource)], headers: headers)
+            #expect(refused.status == .badRequest)
+            #expect(refused.json["error"] as? String == "unauthorized_client")
+            #expect(refused.json["access_token"] == nil)
+
+            headers[.authorization] = "Basic " + Data("\(machine.id):\(secret)".utf8).base64EncodedString()
             let response = try await Self.post(http, [("grant_type", "client_credentials"), ("resource", Self.resource)], headers: headers)
             #expect(response.status == .ok)
             #expect(response.json["refresh_token"] == nil)
             let token = try #require(response.json["access_token"] as? String)
             let allowed = try await Self.auth(http, token: token)
             #expect(allowed.status == .ok)
-            #expect(allowed.header("X-Auth-Subject") == client.id)
+            #expect(allowed.header("X-Auth-Subject") == "batch-runner")
+            #expect(allowed.header("X-Auth-Client") == machine.id)
         }
     }
 

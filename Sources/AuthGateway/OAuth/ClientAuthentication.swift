@@ -31,8 +31,9 @@ enum ClientAuthentication {
         } catch {
             throw OAuthError(code: "temporarily_unavailable", description: "the token store cannot be read", status: .serviceUnavailable)
         }
-        // A confidential client must use the method it registered; a public one must not send a secret.
-        guard let client, client.authMethod == method || (method == "none" && client.authMethod == "none") else {
+        // A confidential client must use the method it registered; a public one must not send a secret. Machine
+        // clients registered no method: an operator made them, so either way of sending the secret is theirs.
+        guard let client, client.authMethod == method || (client.source == .operator && method != "none") else {
             throw .invalidClient("client authentication failed", basic: usedBasic)
         }
         return client

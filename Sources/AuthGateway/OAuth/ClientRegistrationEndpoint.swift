@@ -6,7 +6,9 @@ import TokenStore
 /// `POST /oauth/register`: dynamic client registration (RFC 7591), open or gated by an initial access token.
 struct ClientRegistrationEndpoint: Sendable {
     static let maximumBodySize = 16 * 1024
-    static let grantTypes: Set = ["authorization_code", "refresh_token", "client_credentials"]
+    /// `client_credentials` is never registered here: a client nobody vouched for gets tokens only through a user's
+    /// login and consent; machine clients are made by an operator (`authctl clients add`).
+    static let grantTypes: Set = ["authorization_code", "refresh_token"]
 
     let store: TokenStore
 
@@ -69,15 +71,15 @@ struct ClientRegistrationEndpoint: Sendable {
             return list
         }
         let grantTypes = try strings("grant_types") ?? ["authorization_code"]
+        if grantTypes.contains("client_credentials") {
+            throw .metadata("client_credentials cannot be registered; an operator makes machine clients with `authctl clients add`")
+        }
         guard !grantTypes.isEmpty, grantTypes.allSatisfy(Self.grantTypes.contains) else {
             throw .metadata("grant_types may contain \(Self.grantTypes.sorted().joined(separator: ", ")) only")
         }
         let method = object["token_endpoint_auth_method"].map { $0 as? String ?? "" } ?? "client_secret_basic"
         guard ClientAuthentication.methods.contains(method) else {
             throw .metadata("token_endpoint_auth_method must be one of \(ClientAuthentication.methods.joined(separator: ", "))")
-        }
-        if grantTypes.contains("client_credentials") && method == "none" {
-            throw .metadata("client_credentials needs a confidential client (client_secret_basic or client_secret_post)")
         }
         let redirects = try strings("redirect_uris") ?? []
         if grantTypes.contains("authorization_code") {

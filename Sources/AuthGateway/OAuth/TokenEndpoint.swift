@@ -74,17 +74,28 @@ struct TokenEndpoint: Sendable {
         }
     }
 
+    /// Only machine clients an operator made get these tokens: their subject, at most their scopes, and only for
+    /// their resources. Without `resource` (mcp-proxy and similar send none) a single-resource client gets its one.
     private func clientCredentials(_ form: OAuthParameters, client: OAuthClient, context: AuthorizationServerContext) async throws(OAuthError) -> Response {
-        guard client.isConfidential, client.allows(grantType: "client_credentials") else {
-            throw .unauthorizedClient("the client_credentials grant needs a confidential client that registered it")
+        guard client.isMachineClient else {
+            throw .unauthorizedClient("the client_credentials grant is for machine clients made with `authctl clients add`")
         }
-        guard let resource = form["resource"] else { throw .invalidTarget("resource is required (RFC 8707)") }
+        let resource: String
+        if let requested = form["resource"] {
+            guard client.resources.contains(requested) else { throw .invalidTarget("the client may not get tokens for that resource") }
+            resource = requested
+        } else {
+            guard client.resources.count == 1, let only = client.resources.first else {
+                throw .invalidTarget("resource is required: the client may get tokens for several resources (RFC 8707)")
+            }
+            resource = only
+        }
         guard let resourceScopes = context.resources[resource] else { throw .invalidTarget("this server issues no tokens for that resource") }
-        let allowed = client.scope.map(Self.scopes) ?? resourceScopes
+        let allowed = client.scope.map(Self.scopes) ?? []
         let scopes = form["scope"].map(Self.scopes) ?? resourceScopes.filter(allowed.contains)
         if let extra = scopes.first(where: { !resourceScopes.contains($0) || !allowed.contains($0) }) { throw .invalidScope("scope \(extra) is not available") }
         let grant = try storeCall {
-            try store.createClientGrant(clientID: client.id, scope: scopes, resource: resource, lifetime: context.settings.accessTokenLifetime)
+            try store.createMachineGrant(client: client, scope: scopes, resource: resource, lifetime: context.settings.accessTokenLifetime)
         }
         return try await answer(grant: grant, scopes: scopes, refreshToken: nil, context: context)
     }

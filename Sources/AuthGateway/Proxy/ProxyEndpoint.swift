@@ -101,24 +101,40 @@ struct ProxyEndpoint: RouterMiddleware {
         upstream.headers = gateway.proxyHeaders.upstream(
             from: request.headers, identity: allow.headers, clientAddress: forwarded.clientAddress, publicHost: forwarded.host,
             proto: forwarded.proto, prefix: route.path.literalPrefix)
+        // The upload reads the client's body only through `uploaded`, which is stopped before any answer (finding A).
+        var uploaded: ProxiedRequestBody?
         if let length = request.headers[.contentLength].flatMap(Int.init) {
-            if length > 0 { upstream.body = .stream(request.body, length: .known(Int64(length))) }
+            if length > 0 {
+                uploaded = ProxiedRequestBody(request.body, declaredLength: length)
+                upstream.body = .stream(uploaded!.chunks, length: .known(Int64(length)))
+            }
         } else if request.headers[.transferEncoding] != nil {
-            upstream.body = .stream(request.body, length: .unknown)
+            uploaded = ProxiedRequestBody(request.body, declaredLength: nil)
+            upstream.body = .stream(uploaded!.chunks, length: .unknown)
         }
 
         let proxy = StreamingProxy(client: ProxyHTTPClient.client(idleTimeout: backend.idleTimeout), idleTimeout: backend.idleTimeout)
+        let outcome = await proxy.execute(upstream, logger: context.logger)
+        let bodySent = await uploaded?.stop() ?? true
         let response: HTTPClientResponse
-        switch await proxy.execute(upstream, logger: context.logger) {
-        case .success(let answered):
+        switch outcome {
+        case .success(let answered) where bodySent:
             gateway.backendHealth.record(route.name, error: nil)
             response = answered
+        case .success:
+            // The backend answered before it had the whole body (an SSE-only server's 405, say): the rest of the
+            // body is not read, so the connection cannot carry another request.
+            gateway.backendHealth.record(route.name, error: nil)
+            lease.release()
+            context.logger.warning("proxy upstream answered before the request body was sent", metadata: ["route": "\(route.name)"])
+            return Self.closing(StreamingProxy.errorResponse(.badGateway, error: "bad_gateway", description: "The backend answered before reading the request body."))
         case .failure(let failure):
             if !Task.isCancelled { gateway.backendHealth.record(route.name, error: failure.reason) }
             lease.release()
             context.logger.warning("proxy upstream failure", metadata: ["route": "\(route.name)", "error": "\(failure.reason)"])
             let name = failure.status == .gatewayTimeout ? "upstream_timeout" : "bad_gateway"
-            return StreamingProxy.errorResponse(failure.status, error: name, description: "The backend did not answer.")
+            let answer = StreamingProxy.errorResponse(failure.status, error: name, description: "The backend did not answer.")
+            return bodySent ? answer : Self.closing(answer)
         }
 
         // Streamable HTTP: the answer to initialize names the new session, which belongs to this principal.
@@ -190,6 +206,13 @@ struct ProxyEndpoint: RouterMiddleware {
             return parts[1]
         }
         return values.count == 1 ? String(values[0]) : nil
+    }
+
+    /// `response` marked as the last on its connection: the client's body was not read to its end.
+    private static func closing(_ response: Response) -> Response {
+        var response = response
+        response.headers[.connection] = "close"
+        return response
     }
 
     private func deny(_ kind: Denial.Kind, route: RoutePolicy, reason: String, engine: DecisionEngine, context: Context) -> Response {

@@ -13,6 +13,30 @@ extension TokenStore {
         return (client, secret?.plaintext)
     }
 
+    /// Stores a client an operator made (`authctl clients add`); its secret is returned here once and stored only
+    /// as a digest. Machine clients authenticate with HTTP Basic (or the secret in the form body).
+    public func addMachineClient(_ request: MachineClientRequest, now: Date = Date()) throws -> (client: OAuthClient, secret: String) {
+        let secret = OpaqueToken.generate(prefix: OpaqueTokenPrefix.clientSecret)
+        let client = OAuthClient(
+            id: RecordID.make(prefix: "cli_"), secretDigest: secret.digest, name: request.name, redirectURIs: [],
+            grantTypes: request.grantTypes, authMethod: "client_secret_basic",
+            scope: request.scopes.isEmpty ? nil : request.scopes.joined(separator: " "), source: .operator, createdAt: now,
+            refreshedAt: now, revokedAt: nil, subject: request.subject, resources: request.resources, mayIntrospect: request.mayIntrospect)
+        try write { db in try client.insert(db) }
+        return (client, secret.plaintext)
+    }
+
+    /// A grant for one client-credentials token of a machine client: its operator-chosen subject, revocable like
+    /// any other grant (revoking the client revokes it too).
+    public func createMachineGrant(client: OAuthClient, scope: [String], resource: String, lifetime: TimeInterval, now: Date = Date()) throws -> OAuthGrant {
+        guard client.isMachineClient, let subject = client.subject else { throw TokenStoreError.invalidValue("\(client.id) is not a machine client") }
+        let grant = OAuthGrant(
+            id: RecordID.make(prefix: "gr_"), clientID: client.id, subject: subject, scope: scope.joined(separator: " "),
+            resource: resource, createdAt: now, expiresAt: now.addingTimeInterval(lifetime), revokedAt: nil)
+        try write { db in try grant.insert(db) }
+        return grant
+    }
+
     /// Stores (or refreshes) a client described by a fetched metadata document, keeping a revocation in force.
     @discardableResult
     public func saveMetadataDocumentClient(_ client: OAuthClient) throws -> OAuthClient {
