@@ -1,4 +1,5 @@
 import ArgumentParser
+import AuthGateway
 import Foundation
 import TokenStore
 
@@ -144,11 +145,12 @@ struct RotateKey: AsyncParsableCommand {
 /// Validation and JSON rendering shared by the key commands.
 enum KeyFields {
     static func validate(subject: String, name: String) throws {
-        guard !subject.isEmpty, !subject.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
-            throw ValidationError("--subject must be a non-empty value without control characters")
+        // Leading or trailing whitespace is refused too: HTTP trims it from the emitted header (finding F).
+        guard !subject.isEmpty, !subject.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }), !IdentityValue.hasSurroundingWhitespace(subject) else {
+            throw ValidationError("--subject must be a non-empty value without control characters or leading/trailing whitespace")
         }
-        guard !name.isEmpty, !name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
-            throw ValidationError("--name must be a non-empty value without control characters")
+        guard !name.isEmpty, !name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }), !IdentityValue.hasSurroundingWhitespace(name) else {
+            throw ValidationError("--name must be a non-empty value without control characters or leading/trailing whitespace")
         }
     }
 

@@ -71,6 +71,11 @@ public struct DecisionEngine: Sendable {
                     ? Denial(kind: .invalidCredential, route: route, reason: "credential of a kind route \(route.name) does not accept")
                     : Denial(kind: .missingCredential, route: route, reason: "no credential"))
         }
+        // HTTP trims header values, so "alice " would be emitted as "alice" while allow-lists and bindings
+        // compared "alice ": an identity value with surrounding whitespace is refused, whatever its source.
+        if let field = IdentityValue.fieldWithSurroundingWhitespace(in: principal) {
+            return .deny(Denial(kind: .invalidCredential, route: route, reason: "\(field) has leading or trailing whitespace"))
+        }
 
         switch Authorizer.refusal(for: principal, on: matched, from: request) {
         case .insufficientScope(let required)?:

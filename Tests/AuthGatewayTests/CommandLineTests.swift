@@ -92,6 +92,10 @@ struct CommandLineTests {
         (["issue-key", "--subject", "alice", "--expires", "90x"], "--expires"),
         (["issue-key", "--subject", "alice", "--scopes", "a b,c"], "--scopes"),
         (["rotate-key", "key_x", "--overlap", "soon"], "--overlap"),
+        // Finding F: HTTP trims header values, so "zed " would be emitted as "zed" but compared as "zed ".
+        (["issue-key", "--subject", "zed ", "--scopes", "a"], "--subject"),
+        (["issue-key", "--subject", " zed", "--scopes", "a"], "--subject"),
+        (["issue-key", "--subject", "zed", "--name", "laptop ", "--scopes", "a"], "--name"),
         (["frobnicate"], "frobnicate"),
     ]
 

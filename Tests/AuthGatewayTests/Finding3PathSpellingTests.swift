@@ -86,3 +86,19 @@ struct Finding3PathSpellingTests {
         #expect(matched.route.name == "rest")
     }
 }
+
+/// Issue 11 finding F, for identities taken from the path: a capture with surrounding whitespace is refused.
+@Suite("Finding F: path captures with surrounding whitespace")
+struct FindingFCaptureWhitespaceTests {
+    @Test("finding F: a path capture with leading or trailing whitespace is not a safe identity value", arguments: [
+        "/openmemory/claude/sse/alice%20", "/openmemory/claude/sse/%20alice", "/openmemory/claude/sse/alice%C2%A0",
+    ])
+    func captureWhitespace(_ uri: String) throws {
+        let request = try ForwardedRequest(headers: forwardedHeaders(uri: uri), peer: IPAddress("127.0.0.1"), trustedProxies: Finding3PathSpellingTests.loopback)
+        guard case .unsafeCapture(_, let capture) = Finding3PathSpellingTests.matcher.match(request) else {
+            Issue.record("\(uri) was not refused")
+            return
+        }
+        #expect(capture == "user_id")
+    }
+}

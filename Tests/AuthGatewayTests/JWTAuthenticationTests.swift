@@ -97,6 +97,18 @@ struct JWTAuthenticationTests {
         try await expectRefused(tokenCase)
     }
 
+    @Test("finding F: identity values with leading or trailing whitespace are refused (401 invalid_token)", arguments: [
+        TokenCase("sub with a trailing space") { issuer, _ in try issuer.es256(issuer.claims(subject: "alice ")) },
+        TokenCase("sub with a leading space") { issuer, _ in try issuer.es256(issuer.claims(subject: " alice")) },
+        TokenCase("sub with a trailing no-break space") { issuer, _ in try issuer.es256(issuer.claims(subject: "alice\u{00A0}")) },
+        TokenCase("azp with a trailing space") { issuer, _ in try issuer.es256(issuer.claims(["azp": "test-client "])) },
+        TokenCase("a group with a leading space") { issuer, _ in try issuer.es256(issuer.claims(["groups": [" admins"]])) },
+        TokenCase("an scp entry with a trailing space") { issuer, _ in try issuer.es256(issuer.claims(["scope": nil, "scp": ["ffmpeg", "memory "]])) },
+    ])
+    func surroundingWhitespaceIsRefused(_ tokenCase: TokenCase) async throws {
+        try await expectRefused(tokenCase)
+    }
+
     @Test("Tokens whose iss is not exactly the issuer's are refused", arguments: [
         TokenCase("iss of another realm") { issuer, _ in
             try issuer.es256(issuer.claims(["iss": "https://sso.example.com/realms/other"]))

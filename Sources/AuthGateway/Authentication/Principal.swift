@@ -21,6 +21,32 @@ public struct Principal: Sendable, Equatable {
     }
 }
 
+/// The rule that identity values (subject, client, groups, scopes) never start or end with whitespace.
+///
+/// HTTP trims spaces and tabs around header values, so a subject "alice " is emitted as `alice` while allow-lists
+/// and `bind` would compare "alice "; other whitespace (no-break space, line separators) is just as confusing.
+public enum IdentityValue {
+    /// Whether `value` starts or ends with a Unicode whitespace character.
+    public static func hasSurroundingWhitespace(_ value: some StringProtocol) -> Bool {
+        guard let first = value.unicodeScalars.first, let last = value.unicodeScalars.last else { return false }
+        return isWhitespace(first) || isWhitespace(last)
+    }
+
+    /// The name of the first identity value of `principal` with surrounding whitespace, or nil.
+    static func fieldWithSurroundingWhitespace(in principal: Principal) -> String? {
+        if hasSurroundingWhitespace(principal.subject) { return "subject" }
+        if hasSurroundingWhitespace(principal.client) { return "client" }
+        if principal.groups.contains(where: hasSurroundingWhitespace) { return "a group" }
+        if principal.scopes.contains(where: hasSurroundingWhitespace) { return "a scope" }
+        return nil
+    }
+
+    private static func isWhitespace(_ scalar: Unicode.Scalar) -> Bool {
+        // ASCII first: no Unicode property lookup on the common path.
+        scalar.value < 0x80 ? (scalar == " " || (0x09...0x0D).contains(scalar.value)) : scalar.properties.isWhitespace
+    }
+}
+
 /// What a credential kind concluded about a request.
 public enum AuthenticationOutcome: Sendable {
     /// This kind of credential is not in the request: try the next kind.

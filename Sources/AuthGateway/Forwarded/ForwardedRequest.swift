@@ -292,7 +292,9 @@ enum PercentDecoding {
                 bytes.append(byte)
             }
         }
-        guard let text = String(validating: bytes, as: UTF8.self), !text.isEmpty, text != ".", text != ".." else { return nil }
+        guard let text = String(validating: bytes, as: UTF8.self), !text.isEmpty, text != ".", text != "..",
+            !IdentityValue.hasSurroundingWhitespace(text)
+        else { return nil }
         guard !text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == "/" || $0 == "\\" || $0 == "%" }) else { return nil }
         return text
     }
