@@ -105,6 +105,15 @@ enum StoreMigrations {
                 UPDATE oauth_grant SET revokedAt = CURRENT_TIMESTAMP WHERE revokedAt IS NULL AND subject = clientID
                 """)
         }
+        // Issue 11 finding G: secrets the gateway keys its own MACs with (the sign-in forms' CSRF tokens), shared by
+        // every replica that uses the store.
+        migrator.registerMigration("v-issue11-gateway-secrets") { db in
+            try db.create(table: "gateway_secret") { t in
+                t.primaryKey("name", .text)
+                t.column("value", .blob).notNull()
+                t.column("createdAt", .datetime).notNull()
+            }
+        }
         return migrator
     }
 }

@@ -7,8 +7,9 @@ import TokenStore
 /// `/oauth/authorize`: checks the request, shows the login page, checks the password (or API key), shows the
 /// consent page, and sends the browser back to the client with a single-use code.
 ///
-/// Forms are protected by a double-submit CSRF token (cookie + hidden field); the consent ticket is single-use and
-/// bound to that token, so a ticket leaked from one browser cannot be used from another.
+/// Forms are protected by a double-submit CSRF token (cookie + hidden field) that only the gateway can make (an HMAC,
+/// see `CSRFToken`); the consent ticket is single-use and bound to that token, so a ticket leaked from one browser
+/// can neither be used nor spent from another.
 struct AuthorizeEndpoint: Sendable {
     static let csrfCookie = "authgateway_csrf"
     static let maximumFormSize = 16 * 1024
@@ -27,15 +28,19 @@ struct AuthorizeEndpoint: Sendable {
 
     func show(_ request: Request, context: AuthorizationServerContext) async -> Response {
         let parameters = OAuthParameters(encoded: request.uri.query ?? "")
-        // A new token at every sign-in start: a token planted in the browser beforehand is worthless (session fixation).
-        let csrf = OpaqueToken.generate(prefix: "").plaintext
+        let validated: AuthorizationRequest
         do {
-            let validated = try await validator.validate(parameters, context: context)
-            let html = AuthorizationPages.login(validated, action: action(context), csrf: csrf)
-            return AuthorizationPages.response(html, status: .ok, cookie: cookie(csrf, context: context))
+            validated = try await validator.validate(parameters, context: context)
         } catch {
             return failureResponse(error, status: .found, context: context)
         }
+        // A new token at every sign-in start: a token planted in the browser beforehand is worthless (session fixation).
+        guard let key = try? store.gatewaySecret(named: CSRFToken.secretName) else {
+            return AuthorizationPages.response(AuthorizationPages.error("The server cannot start a sign-in right now. Try again later."), status: .serviceUnavailable)
+        }
+        let csrf = CSRFToken.make(key: key)
+        let html = AuthorizationPages.login(validated, action: action(context), csrf: csrf)
+        return AuthorizationPages.response(html, status: .ok, cookie: cookie(csrf, context: context))
     }
 
     func submit(_ request: Request, context: AuthorizationServerContext) async -> Response {
@@ -44,7 +49,9 @@ struct AuthorizeEndpoint: Sendable {
             let body = try? await request.collectBody(upTo: Self.maximumFormSize)
         else { return AuthorizationPages.response(AuthorizationPages.error("The form could not be read."), status: .badRequest) }
         let form = OAuthParameters(encoded: String(buffer: body))
-        guard let csrf = existingCSRF(request, context: context), let sent = form["csrf_token"], constantTimeEquals(Data(csrf.utf8), Data(sent.utf8)) else {
+        guard let csrf = existingCSRF(request, context: context), let sent = form["csrf_token"], constantTimeEquals(Data(csrf.utf8), Data(sent.utf8)),
+            let key = try? store.gatewaySecret(named: CSRFToken.secretName), CSRFToken.isValid(csrf, key: key)
+        else {
             return AuthorizationPages.response(
                 AuthorizationPages.error("This form has expired or was not sent from this page. Start again from your application."),
                 status: .forbidden)
@@ -118,10 +125,12 @@ struct AuthorizeEndpoint: Sendable {
     }
 
     private func consent(ticket: String, decision: String?, csrf: String, context: AuthorizationServerContext) async -> Response {
-        guard let stored = try? store.takeConsentTicket(ticket),
-            let pending = try? JSONDecoder().decode(PendingConsent.self, from: stored.request),
-            constantTimeEquals(Data(pending.csrf.utf8), Data(csrf.utf8))
-        else {
+        // Compared before it is taken: a request with another browser's token must not spend this browser's ticket.
+        let stored = try? store.takeConsentTicket(ticket) { candidate in
+            guard let pending = try? JSONDecoder().decode(PendingConsent.self, from: candidate.request) else { return false }
+            return constantTimeEquals(Data(pending.csrf.utf8), Data(csrf.utf8))
+        }
+        guard let stored = stored ?? nil, let pending = try? JSONDecoder().decode(PendingConsent.self, from: stored.request) else {
             return AuthorizationPages.response(
                 AuthorizationPages.error("This consent page has expired. Start again from your application."), status: .badRequest)
         }
@@ -176,8 +185,8 @@ struct AuthorizeEndpoint: Sendable {
     private func action(_ context: AuthorizationServerContext) -> String { context.issuerPath + "/oauth/authorize" }
 
     private func existingCSRF(_ request: Request, context: AuthorizationServerContext) -> String? {
-        guard let value = request.cookies[Self.cookieName(context)]?.value, value.utf8.count == 64,
-            value.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
+        guard let value = request.cookies[Self.cookieName(context)]?.value, (1...CSRFToken.maximumLength).contains(value.utf8.count),
+            value.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) || $0 == UInt8(ascii: ".") })
         else { return nil }
         return value
     }

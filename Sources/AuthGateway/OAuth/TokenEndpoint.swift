@@ -36,6 +36,12 @@ struct TokenEndpoint: Sendable {
         guard let code = form["code"], let redirectURI = form["redirect_uri"], let verifier = form["code_verifier"] else {
             throw .invalidRequest("code, redirect_uri and code_verifier are required")
         }
+        // Checked before redemption, so a request with the wrong resource does not spend its client's good code.
+        if let resource = form["resource"], let known = try storeCall({ try store.grant(ofCode: code) }), known.code.clientID == client.id,
+            resource != known.grant.resource
+        {
+            throw .invalidTarget("resource differs from the authorized one")
+        }
         let redeemed = try storeCall { try store.redeemCode(code) }
         let grant: OAuthGrant
         switch redeemed {

@@ -167,12 +167,32 @@ extension TokenStore {
         return ticket.plaintext
     }
 
-    /// Takes a consent ticket (single use): the ticket's record, or nil when unknown or expired.
-    public func takeConsentTicket(_ plaintext: String, now: Date = Date()) throws -> ConsentTicket? {
+    /// Takes a consent ticket (single use): the ticket's record, or nil when unknown, expired or not `accepted`.
+    ///
+    /// A ticket that `accepted` refuses (e.g. sent with another browser's CSRF token) stays, so whoever learns a
+    /// ticket cannot spoil the sign-in it belongs to; the check and the removal are one transaction.
+    public func takeConsentTicket(
+        _ plaintext: String, now: Date = Date(), accepted: (ConsentTicket) -> Bool = { _ in true }
+    ) throws -> ConsentTicket? {
         try write { db in
             guard let ticket = try ConsentTicket.fetchOne(db, key: OpaqueToken.digest(of: plaintext)) else { return nil }
+            guard now < ticket.expiresAt else {
+                try ticket.delete(db)
+                return nil
+            }
+            guard accepted(ticket) else { return nil }
             try ticket.delete(db)
-            return now < ticket.expiresAt ? ticket : nil
+            return ticket
+        }
+    }
+
+    /// The grant of an authorization code, whether or not the code was used; nothing is spent.
+    public func grant(ofCode plaintext: String) throws -> (code: AuthorizationCode, grant: OAuthGrant)? {
+        try database.read { db in
+            guard let code = try AuthorizationCode.fetchOne(db, key: OpaqueToken.digest(of: plaintext)),
+                let grant = try OAuthGrant.fetchOne(db, key: code.grantID)
+            else { return nil }
+            return (code, grant)
         }
     }
 
