@@ -54,4 +54,31 @@ struct FastPathConnectionLimitsTests {
         // About 800 KiB was sent; what is kept is bounded by the head limit plus one read, not by the total.
         #expect(largest <= 4 * FastAuthRequestParser.maximumHeadLength + batch.count, "kept \(largest) bytes")
     }
+
+    /// Sends up to 64 MiB of junk; how much went out before the gateway closed the connection.
+    static func junkAccepted(by connection: RawHTTPConnection) async -> Int {
+        let size = 64 * 1024 * 1024
+        let chunk = [UInt8](repeating: 0x61, count: 64 * 1024)
+        var sent = 0
+        while sent < size, await connection.send(chunk) { sent += chunk.count }
+        return sent
+    }
+
+    @Test(
+        "finding C: a request asking to upgrade, or a CONNECT, is answered and then the connection closes instead of buffering what follows",
+        arguments: [
+            "GET /auth HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET /auth HTTP/1.1\r\nHost: gateway\r\nConnection: keep-alive, upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "CONNECT mcp.example.com:443 HTTP/1.1\r\nHost: mcp.example.com:443\r\n\r\n",
+        ])
+    func upgradeOrConnectCloses(head: String) async throws {
+        try await fixture.withGatewayServer { port in
+            let connection = try RawHTTPConnection(port: port)
+            await connection.send(head + String(decoding: Self.decisionRequest, as: UTF8.self))
+            #expect(await connection.readAnswer() != nil, "the request itself is answered")
+            let sent = await Self.junkAccepted(by: connection)
+            #expect(sent < 64 * 1024 * 1024, "the gateway kept reading after an upgrade request")
+        }
+    }
 }

@@ -72,6 +72,12 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private var held = CircularBuffer<Held>()
     private var readHeld = false
+    /// A request asked to leave HTTP/1 (`Upgrade`, `CONNECT`): NIO's decoder parses nothing after it and would keep
+    /// every later byte, so once it is read whole nothing more is read, and the connection ends after its answer.
+    private var switchRequested = false
+    private var readsStopped: Bool { switchRequested && reading == .closing }
+    /// Set when the answer that ends a switching connection has been written: the next flush closes.
+    private var closeOnFlush = false
     private var quiesceHeld = false
     private let decisions: FastAuthDecisions
     /// Receives Hummingbird's async channel when the first request is passed on, or nil when the connection ends
@@ -119,6 +125,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case (.closing, _):
             return false
         case (.betweenRequests, .head(let head)):
+            if Self.switchesProtocol(head) { switchRequested = true }
             if passedAnswersOutstanding == 0, let endpoint = Self.endpoint(of: head) {
                 reading = .decisionRequest
                 ignoredBodyBytes = 0
@@ -136,6 +143,11 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             return false
         case (.decisionRequest, .end):
+            if switchRequested {
+                reading = .closing
+                if answerPending { closeAfterAnswer = .all } else { context.close(promise: nil) }
+                return false
+            }
             reading = closeAfterAnswer == .keepOpen ? .betweenRequests : .closing
             return false
         case (.decisionRequest, .head):
@@ -145,6 +157,11 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return false
         case (.passedRequest, .end):
             reading = .betweenRequests
+            if switchRequested {
+                reading = .closing
+                // Answered before its end arrived: nothing is left to wait for.
+                if passedAnswersOutstanding == 0 { context.close(promise: nil) }
+            }
         case (.betweenRequests, _), (.passedRequest, _):
             guard handOver(context: context) else { return false }
         }
@@ -165,8 +182,18 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Hummingbird ends a connection after a request with `Connection: close`; the token is matched without case.
     static func asksToClose(_ headers: HTTPFields) -> Bool {
+        hasConnectionToken("close", in: headers)
+    }
+
+    /// Whether `head` asks to leave HTTP/1: `CONNECT`, an `Upgrade` field or a `Connection: upgrade` token (a
+    /// superset of what makes NIO's decoder stop parsing). The gateway switches to nothing, so it answers and closes.
+    static func switchesProtocol(_ head: HTTPRequest) -> Bool {
+        head.method == .connect || head.headerFields[.upgrade] != nil || hasConnectionToken("upgrade", in: head.headerFields)
+    }
+
+    private static func hasConnectionToken(_ token: String, in headers: HTTPFields) -> Bool {
         guard let value = headers[.connection] else { return false }
-        return value.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces).lowercased() == "close" }
+        return value.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces).lowercased() == token }
     }
 
     private func write(_ answer: AuthAnswer, omitBody: Bool, context: ChannelHandlerContext) {
@@ -212,7 +239,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         if passedAny { context.fireChannelReadComplete() }
         guard !answerPending else { return }
-        if readHeld {
+        if readHeld, !readsStopped {
             readHeld = false
             context.read()
         }
@@ -285,7 +312,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func read(context: ChannelHandlerContext) {
         // Like NIO's pipelining handler, no new requests are read while one is held behind a pending answer. Reads go
         // on while only the answer is pending: pausing them would cost two epoll changes per request.
-        if !held.isEmpty {
+        if !held.isEmpty || readsStopped {
             readHeld = true
         } else {
             context.read()
@@ -295,8 +322,18 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data), passedAnswersOutstanding > 0 {
             passedAnswersOutstanding -= 1
+            // The answer to the request that asked to switch protocols is the last one (nothing after it is parsed).
+            if passedAnswersOutstanding == 0, switchRequested, reading == .closing { closeOnFlush = true }
         }
         context.write(data, promise: promise)
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        context.flush()
+        if closeOnFlush {
+            closeOnFlush = false
+            context.close(promise: nil)
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
