@@ -823,6 +823,11 @@ def test_introspection_requires_confidential_client_and_reports_activity(gw, ali
     assert body["aud"] in (gw.resource, [gw.resource]), body
     assert body["exp"] > body["iat"] and body.get("token_type"), body
 
+    # Issue 11 finding 13: a confidential client without introspection rights learns nothing of others' tokens.
+    other = confidential_client(gw, redirect_uris=[REDIRECT])
+    nosy = o.post_form(url, {"token": tokens.access}, [o.basic(other["client_id"], other["client_secret"])])
+    assert nosy.status == 200 and nosy.json() == {"active": False}, nosy
+
     for garbage in ("agr_" + secrets.token_hex(32), "not-a-token"):
         assert o.post_form(url, {"token": garbage}, [auth]).json() == {"active": False}
     o.post_form(gw.url("/oauth/revoke"), {"token": tokens.refresh, "client_id": tokens.client["client_id"]})

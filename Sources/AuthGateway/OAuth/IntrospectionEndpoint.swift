@@ -4,6 +4,8 @@ import TokenStore
 
 /// `POST /oauth/introspect` (RFC 7662): lets a confidential client (a backend that prefers asking) learn whether a
 /// token is active and what it carries. Revoked grants, disabled users and revoked clients make a token inactive.
+/// A client learns about its own tokens only, unless an operator gave it introspection rights
+/// (`authctl clients add NAME --introspect`): anything else is `active: false`, as for an unknown token.
 struct IntrospectionEndpoint: Sendable {
     let store: TokenStore
     let tokens: AccessTokenIssuer
@@ -12,7 +14,10 @@ struct IntrospectionEndpoint: Sendable {
         do throws(OAuthError) {
             let (caller, token) = try await ClientAuthentication.presentedToken(request, store: store)
             guard caller.isConfidential else { throw OAuthError.invalidClient("introspection needs a confidential client") }
-            return OAuthResponse.json(await describe(token, context: context) ?? ["active": false])
+            guard let answer = await describe(token, context: context),
+                caller.mayIntrospect || answer["client_id"] as? String == caller.id
+            else { return OAuthResponse.json(["active": false]) }
+            return OAuthResponse.json(answer)
         } catch {
             return error.response
         }
