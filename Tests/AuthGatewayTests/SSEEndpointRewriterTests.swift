@@ -43,10 +43,13 @@ struct SSEEndpointRewriterTests {
         #expect(String(buffer: first) == "event: message\ndata: 1\n\n")
     }
 
-    @Test("an endpoint event the rewrite cannot route back is dropped, the rest still flows")
-    func dropped() {
-        let input = "event: endpoint\ndata: http://elsewhere/x\n\nevent: message\ndata: 2\n\n"
-        #expect(Self.run(input, chunk: 5, rewriter: Self.rewriter({ _ in nil })) == "event: message\ndata: 2\n\n")
+    @Test("finding E: an endpoint event the rewrite cannot route back ends the stream")
+    func refusedEndsStream() {
+        let input = "event: message\ndata: 1\n\nevent: endpoint\ndata: http://elsewhere/x\n\nevent: message\ndata: 2\n\n"
+        var rewriter = Self.rewriter({ _ in nil })
+        #expect(String(buffer: rewriter.feed(ByteBuffer(string: input))) == "event: message\ndata: 1\n\n")
+        #expect(rewriter.isEnded)
+        #expect(rewriter.feed(ByteBuffer(string: "event: message\ndata: 3\n\n")).readableBytes == 0)
     }
 
     @Test("data before the event line and multi-line data are handled")
@@ -68,7 +71,12 @@ struct SSEEndpointRewriterTests {
 
     @Test("an unterminated event is flushed as it came when upstream ends, never rewritten")
     func unterminated() {
-        #expect(Self.run("event: endpoint\ndata: /m?session_id=3", chunk: 4) == "event: endpoint\ndata: /m?session_id=3")
+        #expect(Self.run("event: message\ndata: 3", chunk: 4) == "event: message\ndata: 3")
+    }
+
+    @Test("finding E: an unterminated endpoint event is withheld when upstream ends")
+    func unterminatedEndpoint() {
+        #expect(Self.run("event: endpoint\ndata: /m?session_id=3", chunk: 4) == "")
     }
 
     @Test("a replacement with a line break is refused (it would inject an event)")

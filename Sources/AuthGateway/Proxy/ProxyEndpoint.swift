@@ -157,7 +157,7 @@ struct ProxyEndpoint: RouterMiddleware {
                 rewriter = endpointRewriter(route: route, backend: backend, owner: owner, lease: lease, logger: context.logger)
             }
         }
-        return StreamingProxy.response(to: response, method: request.method, rewriter: rewriter, lease: lease)
+        return StreamingProxy.response(to: response, method: request.method, rewriter: rewriter, lease: lease, logger: context.logger)
     }
 
     /// Rewrites the SSE `endpoint` event: the backend's message URL becomes the route's public prefix followed by

@@ -48,9 +48,11 @@ struct StreamingProxy: Sendable {
     }
 
     /// The client's response: the backend's status and headers (hop-by-hop removed) and its body streamed through
-    /// `rewriter` when there is one. `lease` is released when the body ends or the response is dropped.
+    /// `rewriter` when there is one (which may end the stream early). `lease` is released when the body ends or the
+    /// response is dropped.
     static func response(
-        to upstream: HTTPClientResponse, method: HTTPRequest.Method, rewriter: SSEEndpointRewriter?, lease: ProxyLease
+        to upstream: HTTPClientResponse, method: HTTPRequest.Method, rewriter: SSEEndpointRewriter?, lease: ProxyLease,
+        logger: Logger? = nil
     ) -> Response {
         let status = HTTPResponse.Status(code: Int(upstream.status.code), reasonPhrase: upstream.status.reasonPhrase)
         var headers = ProxyHeaders.downstream(from: upstream.headers)
@@ -72,6 +74,11 @@ struct StreamingProxy: Sendable {
                 if rewriter != nil {
                     let output = rewriter!.feed(chunk)
                     if output.readableBytes > 0 { try await writer.write(output) }
+                    if let reason = rewriter!.endReason {
+                        // Ending here drops the upstream body, which closes the backend's connection.
+                        logger?.warning("proxy ended an SSE stream", metadata: ["reason": "\(reason)"])
+                        break
+                    }
                 } else {
                     try await writer.write(chunk)
                 }
