@@ -116,10 +116,10 @@ struct ClientMetadataDocumentFetcher: Sendable {
 
     /// Networks a metadata fetch must never reach: this host, private networks, link-local (cloud metadata
     /// services), carrier-grade NAT, multicast, reserved, and IPv6 forms that embed an IPv4 address (mapped,
-    /// compatible, NAT64, 6to4, Teredo) and could smuggle a private one.
+    /// compatible, NAT64 and local-use NAT64 (RFC 8215), 6to4, Teredo) and could smuggle a private one.
     static let nonPublicNetworks: [IPNetwork] = [
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
-        "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/3", "::/96", "::ffff:0:0/96", "64:ff9b::/96", "100::/64", "2001::/32", "2001:db8::/32",
+        "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/3", "::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/32", "2001:db8::/32",
         "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
     ].compactMap { IPNetwork($0) }
 
