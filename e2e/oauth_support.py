@@ -401,11 +401,14 @@ class OAuthGateway:
     def ctl(self, *args: str, stdin: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
         return ctl(self.authctl, self.db, self.env, *args, stdin=stdin, check=check)
 
-    def add_user(self, name: Optional[str] = None, password: Optional[str] = None) -> tuple:
-        """A new user through `authctl user add NAME --password-stdin`; returns (name, password)."""
+    def add_user(self, name: Optional[str] = None, password: Optional[str] = None, scopes: Optional[str] = "notes,ledger",
+                 groups: Optional[str] = None) -> tuple:
+        """A new user through `authctl user add NAME --password-stdin [--scopes S] [--groups G]`; returns (name,
+        password). Users are granted no scopes unless given some: by default the scopes these tests sign in for."""
         name = name or "u" + secrets.token_hex(4)
         password = password or "pw-" + secrets.token_urlsafe(18)
-        self.ctl("user", "add", name, "--password-stdin", stdin=password + "\n")
+        extra = (["--scopes", scopes] if scopes is not None else []) + (["--groups", groups] if groups is not None else [])
+        self.ctl("user", "add", name, "--password-stdin", *extra, stdin=password + "\n")
         return name, password
 
     def issue_key(self, subject: str, scopes: str, name: Optional[str] = None) -> dict:

@@ -6,7 +6,16 @@ import TokenStore
 struct UserCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "user", abstract: "Manage users of the built-in authorization server.",
-        subcommands: [Add.self, Passwd.self, Disable.self, Enable.self, List.self])
+        subcommands: [Add.self, SetAccess.self, Passwd.self, Disable.self, Enable.self, List.self])
+
+    /// A comma-separated `--scopes` or `--groups` value as a list; nil when the option was not given. Exit 64 names
+    /// the option and the bad name.
+    static func accessNames(_ text: String?, option: String) throws -> [String]? {
+        guard let text else { return nil }
+        let names = text.isEmpty ? [] : text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        if let problem = Credentials.accessNamesProblem(names, what: option) { throw ValidationError(problem) }
+        return names
+    }
 
     /// Reads the password: one line from standard input with `--password-stdin`, else a prompt on a terminal.
     static func readPassword(fromStdin: Bool) throws -> String {
@@ -43,16 +52,47 @@ struct UserCommand: AsyncParsableCommand {
         @ParentCommand var root: AuthCtl
         @Argument(help: "User name (letters, digits, '.', '_', '@', '-').") var username: String
         @Flag(help: "Read the password from standard input instead of prompting.") var passwordStdin = false
+        @Option(help: "Comma-separated scopes a sign-in may be granted, e.g. memory,ffmpeg (default: none).") var scopes: String?
+        @Option(help: "Comma-separated groups the user's access tokens carry, for require.groups.") var groups: String?
 
         func validate() throws {
             if let problem = Credentials.usernameProblem(username) { throw ValidationError(problem) }
+            _ = try UserCommand.accessNames(scopes, option: "--scopes")
+            _ = try UserCommand.accessNames(groups, option: "--groups")
         }
 
         func run() async throws {
             let store = try root.openStore()
             let password = try UserCommand.newPassword(fromStdin: passwordStdin)
-            let user = try CLIOutput.refusing { try store.addUser(username: username, password: password) }
+            let scopes = try UserCommand.accessNames(scopes, option: "--scopes") ?? []
+            let groups = try UserCommand.accessNames(groups, option: "--groups") ?? []
+            let user = try CLIOutput.refusing { try store.addUser(username: username, password: password, scopes: scopes, groups: groups) }
             print("added user \(user.username) (\(user.id))")
+            if scopes.isEmpty { print("note: \(user.username) has no scopes; sign-ins are granted none until `authctl user set \(user.username) --scopes …`") }
+        }
+    }
+
+    struct SetAccess: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set",
+            abstract: "Replace a user's scopes and/or groups; taking any away also ends the user's OAuth tokens at once.")
+        @ParentCommand var root: AuthCtl
+        @Argument(help: "User name.") var username: String
+        @Option(help: "Comma-separated scopes a sign-in may be granted (\"\" for none).") var scopes: String?
+        @Option(help: "Comma-separated groups the user's access tokens carry (\"\" for none).") var groups: String?
+
+        func validate() throws {
+            guard scopes != nil || groups != nil else { throw ValidationError("give --scopes, --groups or both") }
+            _ = try UserCommand.accessNames(scopes, option: "--scopes")
+            _ = try UserCommand.accessNames(groups, option: "--groups")
+        }
+
+        func run() async throws {
+            let store = try root.openStore()
+            let scopes = try UserCommand.accessNames(scopes, option: "--scopes")
+            let groups = try UserCommand.accessNames(groups, option: "--groups")
+            let user = try CLIOutput.refusing { try store.setAccess(username: username, scopes: scopes, groups: groups) }
+            print("\(user.username): scopes [\(user.scopeList.joined(separator: ", "))], groups [\(user.groupList.joined(separator: ", "))]")
         }
     }
 
@@ -98,9 +138,17 @@ struct UserCommand: AsyncParsableCommand {
         func run() async throws {
             let users = try root.openStore().listUsers()
             if json {
-                CLIOutput.json(users.map { ["id": $0.id, "username": $0.username, "disabled": $0.disabled, "created_at": CLIOutput.timestamp($0.createdAt)] as [String: Any] })
+                CLIOutput.json(users.map {
+                    [
+                        "id": $0.id, "username": $0.username, "disabled": $0.disabled, "scopes": $0.scopeList, "groups": $0.groupList,
+                        "created_at": CLIOutput.timestamp($0.createdAt),
+                    ] as [String: Any]
+                })
             } else {
-                for user in users { print("\(user.id)  \(user.username)\(user.disabled ? "  (disabled)" : "")") }
+                for user in users {
+                    let access = "  scopes: \(user.scopes.isEmpty ? "-" : user.scopeList.joined(separator: ","))  groups: \(user.groups.isEmpty ? "-" : user.groupList.joined(separator: ","))"
+                    print("\(user.id)  \(user.username)\(access)\(user.disabled ? "  (disabled)" : "")")
+                }
             }
         }
     }

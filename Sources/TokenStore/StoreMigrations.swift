@@ -114,6 +114,17 @@ enum StoreMigrations {
                 t.column("createdAt", .datetime).notNull()
             }
         }
+        // Issue 11 finding H: users carry the scopes and groups an operator gave them (none until then: a sign-in
+        // grants nothing the operator did not allow), and a grant keeps the groups its user had at sign-in.
+        migrator.registerMigration("v-issue11-user-scopes-groups") { db in
+            try db.alter(table: "user") { t in
+                t.add(column: "scopes", .text).notNull().defaults(to: "")
+                t.add(column: "groups", .text).notNull().defaults(to: "")
+            }
+            try db.alter(table: "oauth_grant") { t in
+                t.add(column: "groups", .text).notNull().defaults(to: "")
+            }
+        }
         return migrator
     }
 }

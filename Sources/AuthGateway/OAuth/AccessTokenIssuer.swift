@@ -18,6 +18,8 @@ struct AccessTokenIssuer: Sendable {
         var client_id: String
         var scope: String
         var sid: String
+        /// The signed-in user's groups (absent when none), read by `require.groups` through the issuer's claim mapping.
+        var groups: [String]?
 
         func verify(using algorithm: some JWTAlgorithm) throws {}
     }
@@ -39,7 +41,7 @@ struct AccessTokenIssuer: Sendable {
         let claims = Claims(
             iss: context.issuerURL, sub: grant.subject, aud: grant.resource, exp: Self.expiry(for: grant, context: context, now: now),
             iat: issuedAt, nbf: issuedAt, jti: RecordID.make(prefix: "at_"), client_id: grant.clientID, scope: scopes.joined(separator: " "),
-            sid: grant.id)
+            sid: grant.id, groups: grant.groups.isEmpty ? nil : grant.groups.split(separator: " ").map(String.init))
         return try await keys.sign(claims, kid: JWKIdentifier(string: key.kid), header: ["typ": .string("at+jwt")])
     }
 

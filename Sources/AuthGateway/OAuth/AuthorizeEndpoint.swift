@@ -24,6 +24,8 @@ struct AuthorizeEndpoint: Sendable {
         var csrf: String
         /// The API key the user signed in with, whose end and route restriction the grant keeps.
         var apiKeyID: String?
+        /// The signed-in user's groups, for the access tokens' `groups` claim.
+        var groups: [String]?
     }
 
     func show(_ request: Request, context: AuthorizationServerContext) async -> Response {
@@ -72,17 +74,22 @@ struct AuthorizeEndpoint: Sendable {
         var granted = authorization
         let subject: String
         let apiKeyID: String?
+        let groups: [String]
         switch await authenticate(form, requested: authorization, context: context) {
-        case .success(let who, let scopes, let keyID):
+        case .success(let who, let scopes, let keyID, let memberOf):
             subject = who
             apiKeyID = keyID
+            groups = memberOf
+            // The consent page shows, and the grant records, only what the credential may be granted.
             granted.scopes = scopes
         case .failure(let message):
             let html = AuthorizationPages.login(authorization, action: action(context), csrf: csrf, message: message)
             return AuthorizationPages.response(html, status: .unauthorized)
+        case .refused(let message):
+            return AuthorizationPages.response(AuthorizationPages.error(message), status: .forbidden)
         }
         do {
-            let pending = try JSONEncoder().encode(PendingConsent(request: granted, csrf: csrf, apiKeyID: apiKeyID))
+            let pending = try JSONEncoder().encode(PendingConsent(request: granted, csrf: csrf, apiKeyID: apiKeyID, groups: groups))
             let ticket = try store.createConsentTicket(subject: subject, request: pending, lifetime: context.settings.consentLifetime)
             let html = AuthorizationPages.consent(granted, subject: subject, ticket: ticket, action: action(context), csrf: csrf)
             return AuthorizationPages.response(html, status: .ok)
@@ -92,12 +99,16 @@ struct AuthorizeEndpoint: Sendable {
     }
 
     private enum LoginOutcome {
-        case success(subject: String, scopes: [String], apiKeyID: String?)
+        case success(subject: String, scopes: [String], apiKeyID: String?, groups: [String])
+        /// Wrong credentials: the login form again.
         case failure(String)
+        /// Right credentials that may not be granted anything asked for.
+        case refused(String)
     }
 
-    /// A password login may receive every requested scope; an API-key login at most the key's scopes, and only for
-    /// the route the key is restricted to, if any. Failures never say whether the user or key exists.
+    /// A password login receives at most the user's scopes (none when the operator gave none) and carries the
+    /// user's groups; an API-key login at most the key's scopes, and only for the route the key is restricted to,
+    /// if any. Failures never say whether the user or key exists.
     private func authenticate(_ form: OAuthParameters, requested: AuthorizationRequest, context: AuthorizationServerContext) async -> LoginOutcome {
         let wrong = LoginOutcome.failure("Wrong user name or password.")
         if let apiKey = form["api_key"] {
@@ -109,7 +120,7 @@ struct AuthorizeEndpoint: Sendable {
             }
             let scopes = requested.scopes.filter(key.scopeList.contains)
             if scopes.isEmpty && !requested.scopes.isEmpty { return .failure("That API key carries none of the requested scopes.") }
-            return .success(subject: key.subject, scopes: scopes, apiKeyID: key.id)
+            return .success(subject: key.subject, scopes: scopes, apiKeyID: key.id, groups: [])
         }
         guard let username = form["username"], let password = form["password"] else { return wrong }
         guard !throttle.isLocked(username) else { return .failure("Too many failed sign-ins for this user. Try again in a few minutes.") }
@@ -121,7 +132,11 @@ struct AuthorizeEndpoint: Sendable {
             return wrong
         }
         throttle.recordSuccess(username)
-        return .success(subject: user.username, scopes: requested.scopes, apiKeyID: nil)
+        let scopes = requested.scopes.filter(user.scopeList.contains)
+        if scopes.isEmpty && !requested.scopes.isEmpty {
+            return .refused("Your account may not use any of the scopes this application asks for. Ask the operator to grant them (authctl user set).")
+        }
+        return .success(subject: user.username, scopes: scopes, apiKeyID: nil, groups: user.groupList)
     }
 
     private func consent(ticket: String, decision: String?, csrf: String, context: AuthorizationServerContext) async -> Response {
@@ -140,10 +155,12 @@ struct AuthorizeEndpoint: Sendable {
                 request.redirectURI, ["error": "access_denied", "error_description": "the user denied access"], state: request.state,
                 status: .seeOther, context: context)
         }
-        return await issueCode(request, subject: stored.subject, apiKeyID: pending.apiKeyID, context: context)
+        return await issueCode(request, subject: stored.subject, apiKeyID: pending.apiKeyID, groups: pending.groups ?? [], context: context)
     }
 
-    private func issueCode(_ request: AuthorizationRequest, subject: String, apiKeyID: String?, context: AuthorizationServerContext) async -> Response {
+    private func issueCode(
+        _ request: AuthorizationRequest, subject: String, apiKeyID: String?, groups: [String], context: AuthorizationServerContext
+    ) async -> Response {
         guard let client = try? store.client(id: request.clientID), client.revokedAt == nil else {
             return AuthorizationPages.response(AuthorizationPages.error("This application's access has been revoked."), status: .badRequest)
         }
@@ -151,7 +168,7 @@ struct AuthorizeEndpoint: Sendable {
             let code = try store.createAuthorization(
                 clientID: client.id, subject: subject, scope: request.scopes, resource: request.resource, redirectURI: request.redirectURI,
                 codeChallenge: request.codeChallenge, codeLifetime: context.settings.codeLifetime, grantLifetime: context.settings.refreshTokenLifetime,
-                apiKeyID: apiKeyID)
+                apiKeyID: apiKeyID, groups: groups)
             return redirect(request.redirectURI, ["code": code], state: request.state, status: .seeOther, context: context)
         } catch TokenStoreError.invalidValue {
             // The key signed in with was revoked or expired between sign-in and consent.

@@ -20,6 +20,9 @@ public struct OAuthGrant: Codable, Sendable, Equatable, FetchableRecord, Persist
     /// The API key the subject signed in with, if any: the grant ends when that key is revoked or expires, and its
     /// tokens keep the key's route restriction.
     public var apiKeyID: String? = nil
+    /// Space-separated groups of the user who signed in (empty for API-key and machine grants), carried in the
+    /// access tokens as the `groups` claim.
+    public var groups: String = ""
 
     public var scopeList: [String] { scope.split(separator: " ").map(String.init) }
 }

@@ -24,11 +24,13 @@ public enum RefreshOutcome: Sendable, Equatable {
 extension TokenStore {
     /// Records a consented authorization and returns the single-use code for it.
     ///
-    /// - Parameter apiKeyID: the key the subject signed in with, if any. The grant then ends no later than the key
-    ///   (a key that is no longer usable is refused with `invalidValue`) and is checked against it at every use.
+    /// - Parameters:
+    ///   - apiKeyID: the key the subject signed in with, if any. The grant then ends no later than the key (a key
+    ///     that is no longer usable is refused with `invalidValue`) and is checked against it at every use.
+    ///   - groups: the signed-in user's groups, carried in the grant's access tokens.
     public func createAuthorization(
         clientID: String, subject: String, scope: [String], resource: String, redirectURI: String, codeChallenge: String,
-        codeLifetime: TimeInterval, grantLifetime: TimeInterval, apiKeyID: String? = nil, now: Date = Date()
+        codeLifetime: TimeInterval, grantLifetime: TimeInterval, apiKeyID: String? = nil, groups: [String] = [], now: Date = Date()
     ) throws -> String {
         let code = OpaqueToken.generate(prefix: OpaqueTokenPrefix.code)
         try write { db in
@@ -43,7 +45,7 @@ extension TokenStore {
             }
             let grant = OAuthGrant(
                 id: RecordID.make(prefix: "gr_"), clientID: clientID, subject: subject, scope: scope.joined(separator: " "),
-                resource: resource, createdAt: now, expiresAt: expiresAt, revokedAt: nil, apiKeyID: apiKeyID)
+                resource: resource, createdAt: now, expiresAt: expiresAt, revokedAt: nil, apiKeyID: apiKeyID, groups: groups.joined(separator: " "))
             try grant.insert(db)
             try AuthorizationCode(
                 digest: code.digest, grantID: grant.id, clientID: clientID, redirectURI: redirectURI, codeChallenge: codeChallenge,

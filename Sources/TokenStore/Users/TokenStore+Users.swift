@@ -3,17 +3,23 @@ import GRDB
 import HummingbirdBcrypt
 
 extension TokenStore {
-    /// Adds a user with a bcrypt-hashed password.
+    /// Adds a user with a bcrypt-hashed password and the scopes a sign-in may be granted (none by default) and the
+    /// groups their tokens carry.
     @discardableResult
-    public func addUser(username: String, password: String, now: Date = Date()) throws -> User {
+    public func addUser(username: String, password: String, scopes: [String] = [], groups: [String] = [], now: Date = Date()) throws -> User {
         if let problem = Credentials.usernameProblem(username) { throw TokenStoreError.invalidValue(problem) }
         if let problem = Credentials.passwordProblem(password) { throw TokenStoreError.invalidValue(problem) }
+        if let problem = Credentials.accessNamesProblem(scopes, what: "scopes") ?? Credentials.accessNamesProblem(groups, what: "groups") {
+            throw TokenStoreError.invalidValue(problem)
+        }
         let hash = Bcrypt.hash(password, cost: Credentials.bcryptCost)
         return try write { db in
             guard try User.filter(Column("username") == username).fetchCount(db) == 0 else {
                 throw TokenStoreError.userExists(username: username)
             }
-            let user = User(id: RecordID.make(prefix: "usr_"), username: username, passwordHash: hash, disabled: false, createdAt: now, updatedAt: now)
+            let user = User(
+                id: RecordID.make(prefix: "usr_"), username: username, passwordHash: hash, disabled: false, createdAt: now, updatedAt: now,
+                scopes: Self.joined(scopes), groups: Self.joined(groups))
             try user.insert(db)
             return user
         }
@@ -36,6 +42,36 @@ extension TokenStore {
             user.passwordHash = hash
             user.updatedAt = now
         }
+    }
+
+    /// Replaces a user's scopes and/or groups (nil: unchanged). Taking any away also revokes the user's OAuth grants,
+    /// so tokens issued under the old ones end at once; the new ones apply from the next sign-in.
+    @discardableResult
+    public func setAccess(username: String, scopes: [String]?, groups: [String]?, now: Date = Date()) throws -> User {
+        if let problem = scopes.flatMap({ Credentials.accessNamesProblem($0, what: "scopes") })
+            ?? groups.flatMap({ Credentials.accessNamesProblem($0, what: "groups") })
+        {
+            throw TokenStoreError.invalidValue(problem)
+        }
+        var narrowed = false
+        let user = try updateUser(username) { user in
+            if let scopes {
+                narrowed = narrowed || !Set(user.scopeList).isSubset(of: scopes)
+                user.scopes = Self.joined(scopes)
+            }
+            if let groups {
+                narrowed = narrowed || !Set(user.groupList).isSubset(of: groups)
+                user.groups = Self.joined(groups)
+            }
+            user.updatedAt = now
+        }
+        if narrowed { try revokeGrants(subject: username, now: now) }
+        return user
+    }
+
+    /// Space-separated, each name once, in the given order.
+    private static func joined(_ names: [String]) -> String {
+        names.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }.joined(separator: " ")
     }
 
     /// Disables (or re-enables) a user; a disabled user cannot log in, and disabling revokes every OAuth grant the
