@@ -12,7 +12,7 @@ public enum Authorizer {
     public static func refusal(for principal: Principal, on matched: MatchedRoute, from request: ForwardedRequest) -> Refusal? {
         let route = matched.route
         let requirements = route.requirements
-        if let only = principal.restrictedToRoute, only != route.name {
+        if let only = principal.restrictedToRoute, !same(only, route.name) {
             return .forbidden(reason: "API key \(principal.keyID) is restricted to route \(only)")
         }
         if !requirements.networks.isEmpty, !requirements.networks.containsAddress(request.clientAddress) {
@@ -20,20 +20,26 @@ public enum Authorizer {
         }
         // A path identity carries no scopes: on routes that allow it, the trusted source network is its authorization.
         if principal.method != .pathContext {
-            let missing = requirements.scopes.filter { !principal.scopes.contains($0) }
+            let missing = requirements.scopes.filter { required in !principal.scopes.contains { same($0, required) } }
             if !missing.isEmpty { return .insufficientScope(required: requirements.scopes) }
         }
-        if !requirements.subjects.isEmpty, !requirements.subjects.contains(principal.subject) {
+        if !requirements.subjects.isEmpty, !requirements.subjects.contains(where: { same($0, principal.subject) }) {
             return .forbidden(reason: "subject \(principal.subject) is not allowed on route \(route.name)")
         }
-        if !requirements.groups.isEmpty, !requirements.groups.contains(where: principal.groups.contains) {
+        if !requirements.groups.isEmpty, !requirements.groups.contains(where: { group in principal.groups.contains { same($0, group) } }) {
             return .forbidden(reason: "subject \(principal.subject) is in none of the route's groups")
         }
         for binding in requirements.bindings {
-            guard let captured = matched.captures[binding.capture], captured == principal.value(of: binding.field) else {
+            guard let captured = matched.captures[binding.capture], same(captured, principal.value(of: binding.field)) else {
                 return .forbidden(reason: "path {\(binding.capture)} does not equal the principal's \(binding.field.rawValue)")
             }
         }
         return nil
+    }
+
+    /// Exact UTF-8 equality. Swift's `==` is Unicode canonical equivalence ("é" == "e\u{301}"), but the backend
+    /// gets and compares bytes, so an allow-list or binding must not accept another spelling of a name.
+    static func same(_ lhs: String, _ rhs: String) -> Bool {
+        lhs.utf8.count == rhs.utf8.count && lhs.utf8.elementsEqual(rhs.utf8)
     }
 }

@@ -15,6 +15,20 @@ public struct SessionOwner: Sendable, Hashable {
         issuer = principal.issuer
         client = principal.client
     }
+
+    /// Exact bytes, not Swift's Unicode-equivalent `==`: "é" and "e\u{301}" are two different subjects.
+    public static func == (lhs: SessionOwner, rhs: SessionOwner) -> Bool {
+        lhs.method == rhs.method && Authorizer.same(lhs.subject, rhs.subject) && Authorizer.same(lhs.issuer, rhs.issuer)
+            && Authorizer.same(lhs.client, rhs.client)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(method)
+        for text in [subject, issuer, client] {
+            hasher.combine(text.utf8.count)
+            for byte in text.utf8 { hasher.combine(byte) }
+        }
+    }
 }
 
 /// The table of MCP session ids (SSE `session_id`, Streamable HTTP `Mcp-Session-Id`) bound to the principal that
