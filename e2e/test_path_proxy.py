@@ -293,6 +293,30 @@ def test_bob_cannot_post_into_alices_session_and_no_credential_is_401(proxy_stac
         stream.close()
 
 
+def test_finding_4_a_second_session_id_spelling_is_refused_and_never_reaches_starlette(proxy_stack):
+    """`?session_id=OWN&session%5Fid=VICTIM`: Starlette decodes the name and keeps the last value."""
+    stack = proxy_stack
+    alice = RawStream(stack.traefik_port, "/openmemory/sse", [api_key(stack, "alice")])
+    bob = RawStream(stack.traefik_port, "/openmemory/sse", [api_key(stack, "bob")])
+    try:
+        _, own = alice.next_event()
+        _, victim = bob.next_event()
+        victim_id = victim.split("session_id=", 1)[1]
+        posts_before = len(stack.backend.stats()["posts"])
+        for spelling in ("session%5Fid", "session%5fid", "%73ession_id"):
+            reply = post_json(stack.traefik_port, f"{own}&{spelling}={victim_id}", INITIALIZE, [api_key(stack, "alice")])
+            assert reply.status == 400, (spelling, reply)
+        assert len(stack.backend.stats()["posts"]) == posts_before, "a refused POST reached the backend"
+        own_id = own.split("session_id=", 1)[1]
+        encoded = post_json(stack.traefik_port, f"/openmemory/sse/mcp/messages/?session%5Fid={own_id}", INITIALIZE,
+                            [api_key(stack, "alice")])
+        assert encoded.status == 202, encoded
+        assert stack.backend.stats()["posts"][-1]["query"] == f"session_id={own_id}"
+    finally:
+        alice.close()
+        bob.close()
+
+
 def test_session_binding_ends_with_the_stream(proxy_stack):
     stack = proxy_stack
     stream = RawStream(stack.traefik_port, "/openmemory/sse", [api_key(stack, "alice")])

@@ -65,12 +65,20 @@ struct ProxyEndpoint: RouterMiddleware {
         } else {
             // Only the message URL a stream of this principal announced is forwarded: anything else below the
             // route's prefix would let a client choose an upstream path (and so an identity) itself.
-            guard let id = Self.sessionID(in: forwarded.query) else {
+            // The query is read once, as the backend reads it, and forwarded as it was read (finding 4).
+            let query: MessageQuery
+            do {
+                query = try MessageQuery(parsing: forwarded.query ?? "")
+            } catch {
+                let description = error == .repeatedSession ? "The query names the session more than once." : "The query is not valid percent-encoded UTF-8."
+                return StreamingProxy.errorResponse(.badRequest, error: "invalid_request", description: description)
+            }
+            guard let id = query.sessionID else {
                 return StreamingProxy.errorResponse(.notFound, error: "not_found", description: "No such endpoint.")
             }
             session = SessionBindings.Key(route: route.name, session: id)
             upstreamPath = String(relative)
-            upstreamQuery = forwarded.query
+            upstreamQuery = query.serialized
         }
         if let session {
             switch bindings.lookup(session, for: owner) {
@@ -169,7 +177,7 @@ struct ProxyEndpoint: RouterMiddleware {
         let idleTimeout = backend.idleTimeout
         let origin = backend.origin
         return SSEEndpointRewriter { announced in
-            guard let (path, query) = Self.upstreamTarget(of: announced, origin: origin), let id = Self.sessionID(in: query) else {
+            guard let (path, query) = Self.upstreamTarget(of: announced, origin: origin), let id = (try? MessageQuery(parsing: query))?.sessionID else {
                 logger.warning("proxy dropped an endpoint event it cannot route back", metadata: ["route": "\(routeName)"])
                 return nil
             }
@@ -194,18 +202,6 @@ struct ProxyEndpoint: RouterMiddleware {
         }
         guard let (path, query) = try? ForwardedRequest.splitURI(target), let query, (try? ForwardedRequest.validatedSegments(of: path)) != nil else { return nil }
         return (path, query)
-    }
-
-    /// The session id of an SSE message URL (`session_id`, or `sessionId` as some servers spell it); nil when it
-    /// is missing or named twice.
-    static func sessionID(in query: String?) -> String? {
-        guard let query else { return nil }
-        let values = query.split(separator: "&").compactMap { pair -> Substring? in
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2, parts[0] == "session_id" || parts[0] == "sessionId", !parts[1].isEmpty else { return nil }
-            return parts[1]
-        }
-        return values.count == 1 ? String(values[0]) : nil
     }
 
     /// `response` marked as the last on its connection: the client's body was not read to its end.
