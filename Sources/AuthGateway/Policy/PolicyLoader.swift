@@ -27,6 +27,9 @@ public enum PolicyLoader {
                 errors.append(PolicyError(file: file, line: 1, message: "cannot read file: \(error.localizedDescription)"))
             }
         }
+        // A file that could not be read or parsed would make the rest look incomplete ("missing 'gateway'
+        // section"): report only its own errors until it is fixed.
+        guard errors.isEmpty else { throw PolicyLoadError(errors: errors) }
         let builder = PolicyBuilder(sections: sections, environment: environment)
         let result = builder.build()
         errors += result.errors
@@ -67,6 +70,8 @@ public enum PolicyLoader {
         let root: Node?
         do {
             root = try Yams.compose(yaml: yaml)
+        } catch YamlError.duplicatedKeysInMapping(let duplicates, let context) {
+            return (nil, [Self.duplicateKeyError(duplicates, first: context.mark, yaml: yaml, file: file)])
         } catch let error as YamlError {
             return (nil, [PolicyError(file: file, line: Self.line(of: error), message: "invalid YAML: \(Self.problem(of: error))")])
         } catch {
@@ -81,6 +86,43 @@ public enum PolicyLoader {
             return (nil, reader.errors)
         }
         return (FileSections(reader: reader, gateway: entries["gateway"], issuers: entries["issuers"], routes: entries["routes"]), [])
+    }
+
+    /// A duplicate key, at the line of its second occurrence. Yams reports only the first key's position, so the
+    /// duplicate is found in the text: the same key at the same column further down (a block mapping), or again
+    /// on the same line (a flow mapping). The message never quotes the file (it may hold secrets).
+    private static func duplicateKeyError(_ duplicates: [String], first: Mark, yaml: String, file: String) -> PolicyError {
+        let key = duplicates.first ?? ""
+        let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
+        let column = first.column - 1
+        var line = first.line
+        func isKey(_ text: Substring) -> Bool {
+            for quoted in [key, "\"\(key)\"", "'\(key)'"] where text.hasPrefix(quoted) {
+                if text.dropFirst(quoted.count).drop(while: { $0 == " " }).first == ":" { return true }
+            }
+            return false
+        }
+        if first.line >= 1, first.line <= lines.count {
+            let own = lines[first.line - 1]
+            let after = own.dropFirst(column + key.count)
+            if let range = after.range(of: key), isKey(after[range.lowerBound...]) {
+                line = first.line  // a second `key:` on the same line (flow mapping)
+            } else {
+                for index in first.line..<lines.count {
+                    let text = lines[index]
+                    let indent = text.prefix { $0 == " " }.count
+                    let content = text.dropFirst(indent)
+                    if content.isEmpty || content.hasPrefix("#") { continue }
+                    if indent < column { break }  // the mapping ended
+                    if indent == column, isKey(content) {
+                        line = index + 1
+                        break
+                    }
+                }
+            }
+        }
+        let names = duplicates.map { "'\($0)'" }.joined(separator: ", ")
+        return PolicyError(file: file, line: line, message: "duplicate key \(names) in one mapping (first at line \(first.line)): each key may appear once")
     }
 
     private static func line(of error: YamlError) -> Int {
