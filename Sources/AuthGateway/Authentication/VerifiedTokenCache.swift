@@ -20,10 +20,12 @@ final class VerifiedTokenCache: Sendable {
 
     private let entries = Mutex<[Data: Entry]>([:])
     private let maximumAge: Duration
+    private let maximumAgeSeconds: Double
     private let capacity: Int
 
     init(maximumAge: Duration = .seconds(300), capacity: Int = 10_000) {
         self.maximumAge = maximumAge
+        self.maximumAgeSeconds = Double(maximumAge.components.seconds) + Double(maximumAge.components.attoseconds) / 1e18
         self.capacity = capacity
     }
 
@@ -42,7 +44,8 @@ final class VerifiedTokenCache: Sendable {
         guard let exp = claims["exp"]?.numberValue else { return }
         let remaining = exp - Date().timeIntervalSince1970
         guard remaining > 0 else { return }
-        let lifetime = min(maximumAge, .milliseconds(Int64(remaining * 1000)))
+        // Compared before converting: an issuer's `exp` can be any number, and Int64(1e21) traps.
+        let lifetime = remaining >= maximumAgeSeconds ? maximumAge : .milliseconds(Int64(remaining * 1000))
         entries.withLock { entries in
             if entries.count >= capacity { entries.removeAll() }
             entries[digest] = Entry(claims: claims, issuer: issuer, generation: generation, expiresAt: now + lifetime)
