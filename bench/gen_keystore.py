@@ -42,6 +42,8 @@ def check_schema(db: sqlite3.Connection) -> None:
 
 def fill(path: Path, count: int, scopes: str, sample: int = 0, sample_out: Path | None = None) -> float:
     started = time.monotonic()
+    # The gateway refuses a store group or others can read (it holds the signing key); a copied file is 0644.
+    path.chmod(0o600)
     db = sqlite3.connect(path)
     check_schema(db)
     db.execute("PRAGMA synchronous = OFF")

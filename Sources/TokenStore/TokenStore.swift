@@ -19,14 +19,12 @@ public final class TokenStore: Sendable {
     public let path: String
 
     /// Opens (creating if needed) the store at `path` and applies every pending migration.
+    ///
+    /// A missing file is created 0600 (its directory 0700); an existing one that group or others may access is
+    /// refused, with the `chmod` that fixes it in the error.
     public init(path: String) throws {
-        let url = URL(fileURLWithPath: path)
-        let directory = url.deletingLastPathComponent()
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
-            throw TokenStoreError.cannotOpen(path: path, reason: "cannot create directory \(directory.path): \(error.localizedDescription)")
-        }
+        try StoreFilePermissions.prepare(path: path)
+        try StoreFilePermissions.check(path: path)
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
         // Few readers, each with a small page cache: lookups are single index probes, and every reader connection
