@@ -23,11 +23,13 @@ struct AuthorizationRequest: Codable, Sendable, Equatable {
     }
 }
 
-/// Why an authorization request cannot go on. Until client and redirect URI are known to belong together the user
-/// sees an error page; after that the error goes back to the client (RFC 6749 §4.1.2.1), never to an unchecked URI.
+/// Why an authorization request cannot go on: always an error page for the user, never a redirect.
+///
+/// Anyone may register a client with any redirect URI, so a registered URI is not a trusted one: redirecting a
+/// request that failed before the user signed in and decided would make the gateway's URL an open redirector
+/// for phishing (RFC 9700 §4.11.2). Only the user's own decision (`access_denied`) goes back to the client.
 enum AuthorizationFailure: Error, Sendable {
     case page(String)
-    case redirect(to: String, error: String, description: String, state: String?)
 }
 
 /// Checks `/authorize` parameters against the clients in the store and the current policy.
@@ -57,7 +59,7 @@ struct AuthorizationRequestValidator: Sendable {
         }
         let state = parameters["state"]
         func fail(_ error: String, _ description: String) -> AuthorizationFailure {
-            .redirect(to: redirectURI, error: error, description: description, state: state)
+            .page("The application sent a request this server cannot accept: \(description) (\(error)).")
         }
         guard parameters["response_type"] == "code" else { throw fail("unsupported_response_type", "response_type must be code") }
         guard client.allows(grantType: "authorization_code") else { throw fail("unauthorized_client", "the client did not register the authorization_code grant") }

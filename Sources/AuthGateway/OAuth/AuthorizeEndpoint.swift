@@ -34,7 +34,7 @@ struct AuthorizeEndpoint: Sendable {
         do {
             validated = try await validator.validate(parameters, context: context)
         } catch {
-            return failureResponse(error, status: .found, context: context)
+            return failureResponse(error)
         }
         // A new token at every sign-in start: a token planted in the browser beforehand is worthless (session fixation).
         guard let key = try? store.gatewaySecret(named: CSRFToken.secretName) else {
@@ -65,7 +65,7 @@ struct AuthorizeEndpoint: Sendable {
         do {
             validated = try await validator.validate(form, context: context)
         } catch {
-            return failureResponse(error, status: .seeOther, context: context)
+            return failureResponse(error)
         }
         return await login(validated, form: form, csrf: csrf, context: context)
     }
@@ -178,12 +178,10 @@ struct AuthorizeEndpoint: Sendable {
         }
     }
 
-    private func failureResponse(_ failure: AuthorizationFailure, status: HTTPResponse.Status, context: AuthorizationServerContext) -> Response {
+    private func failureResponse(_ failure: AuthorizationFailure) -> Response {
         switch failure {
         case .page(let message):
             return AuthorizationPages.response(AuthorizationPages.error(message), status: .badRequest)
-        case .redirect(let uri, let error, let description, let state):
-            return redirect(uri, ["error": error, "error_description": description], state: state, status: status, context: context)
         }
     }
 
