@@ -329,6 +329,16 @@ def test_protected_resource_metadata_is_not_behind_auth(stack):
     assert reply.status != 401, reply
 
 
+def test_gateway_paths_are_routed_only_on_the_public_host(stack):
+    # Issue 11 finding 15: the generated well-known and /oauth/ router carries Host(public host), so another site
+    # served by the same Traefik keeps its own discovery documents and /oauth/ paths.
+    assert stack.get("/.well-known/oauth-protected-resource/ffmpeg").status == 200
+    for path in ("/.well-known/oauth-protected-resource/ffmpeg", "/.well-known/oauth-authorization-server",
+                 "/oauth/token"):
+        reply = s.request(stack.traefik_port, path, host="other.example.com")
+        assert reply.status == 404, f"{path} on another host reached a router: {reply!r}"
+
+
 def test_jwks_is_cached_not_fetched_per_request(stack):
     before = stack.issuer.jwks_fetches
     for _ in range(5):

@@ -64,6 +64,16 @@ struct TraefikConfigurationTests {
         #expect(wellKnown["priority"] as? Int == top)
     }
 
+    @Test("finding 15: the well-known and /oauth/ router matches only the public host, not every host Traefik serves")
+    func wellKnownOnPublicHostOnly() throws {
+        let http = try generate(Self.routes)
+        let routers = try #require(http["routers"] as? [String: [String: Any]])
+        let rule = try #require(routers["authgateway-well-known"]?["rule"] as? String)
+        #expect(rule.hasPrefix("Host(`mcp.example.com`) && ("), "\(rule)")
+        #expect(rule.hasSuffix(")"), "\(rule)")
+        #expect(rule.contains("PathPrefix(`/oauth/`)"), "\(rule)")
+    }
+
     @Test("rules match the same paths as the policy templates", arguments: [
         ("/openmemory/{client}/sse/{user}", "PathRegexp(`^/openmemory/[^/]+/sse/[^/]+/?$`)"),
         ("/ffmpeg/**", "(Path(`/ffmpeg`) || PathPrefix(`/ffmpeg/`))"),

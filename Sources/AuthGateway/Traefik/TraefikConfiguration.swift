@@ -80,8 +80,12 @@ public struct TraefikConfiguration: Sendable {
         if let builtin = policy.builtinIssuer, case let path = AuthorizationServerContext.path(of: builtin.issuer), !path.isEmpty {
             gatewayPrefixes += [path + "/oauth/", path + "/.well-known/openid-configuration"]
         }
+        // Only on the public host: without Host() this router would take these paths from every site Traefik
+        // serves (another application's own /oauth/ or discovery documents).
+        let pathRule = gatewayPrefixes.map { "PathPrefix(`\($0)`)" }.joined(separator: " || ")
+        let publicHost = URLComponents(string: policy.gateway.publicURL)?.host?.lowercased()
         routers["authgateway-well-known"] = [
-            "rule": gatewayPrefixes.map { "PathPrefix(`\($0)`)" }.joined(separator: " || "),
+            "rule": publicHost.map { "Host(`\($0)`) && (\(pathRule))" } ?? pathRule,
             "entryPoints": options.entryPoints, "service": "authgateway", "priority": Self.gatewayPriority,
         ] as [String: Any]
 
