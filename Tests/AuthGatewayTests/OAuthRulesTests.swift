@@ -174,9 +174,10 @@ struct OAuthRulesTests {
     }
 
     @Test("an IP literal resolves to itself without a DNS lookup")
-    func literalResolution() throws {
-        #expect(try ClientMetadataDocumentFetcher.resolve("169.254.169.254").map(\.description) == ["169.254.169.254"])
-        #expect(try ClientMetadataDocumentFetcher.resolve("::1").count == 1)
+    func literalResolution() async throws {
+        let resolver = HostResolver(threads: 1, timeout: .seconds(1), lookup: { _ in nil })
+        #expect(try await resolver.resolve("169.254.169.254").map(\.description) == ["169.254.169.254"])
+        #expect(try await resolver.resolve("::1").count == 1)
     }
 
     static let documentURL = "https://app.example.com/oauth/client.json"

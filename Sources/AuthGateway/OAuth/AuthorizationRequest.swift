@@ -84,7 +84,8 @@ struct AuthorizationRequestValidator: Sendable {
             do {
                 return try await metadataDocuments.client(for: clientID, allowPrivateHosts: context.settings.allowPrivateMetadataHosts)
             } catch {
-                throw .page("The application's metadata document cannot be used: \(error)")
+                // Generic on purpose (issue 11 finding 6): the reason, which may name internal addresses, is logged.
+                throw .page(error.description)
             }
         }
         do {

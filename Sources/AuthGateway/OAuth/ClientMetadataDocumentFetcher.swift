@@ -1,16 +1,16 @@
 import AsyncHTTPClient
 import Foundation
+import Logging
 import NIOCore
 import TokenStore
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Fetches Client ID Metadata Documents: a `client_id` that is an HTTPS URL names a JSON document describing the
 /// client. The fetch is bounded (5 KiB, 5 s, no redirects) and never reaches loopback, private, link-local or other
 /// non-public addresses unless the policy allows it: the host is resolved first, every address checked, and the
-/// connection pinned to a checked address so DNS cannot answer differently the second time.
+/// connection pinned to a checked address so DNS cannot answer differently the second time. Names are resolved off
+/// Swift's cooperative pool with a timeout (`HostResolver`), a URL that failed is not fetched again for a minute,
+/// only a few fetches run at once, and why a fetch failed goes to the log only: the requester, who need not be
+/// authenticated, must not learn what an internal name resolves to.
 struct ClientMetadataDocumentFetcher: Sendable {
     static let maximumDocumentSize = 5 * 1024
     static let timeout = TimeAmount.seconds(5)
@@ -18,27 +18,64 @@ struct ClientMetadataDocumentFetcher: Sendable {
     static let freshness: TimeInterval = 3600
 
     let store: TokenStore
+    let resolver: HostResolver
+    let limits: MetadataFetchGuard
+    let logger: Logger
 
-    /// Why a metadata document cannot describe a client.
+    init(store: TokenStore, resolver: HostResolver = .shared, limits: MetadataFetchGuard = MetadataFetchGuard(), logger: Logger = Logger(label: "authgateway")) {
+        self.store = store
+        self.resolver = resolver
+        self.limits = limits
+        self.logger = logger
+    }
+
+    /// Why a metadata document cannot describe a client: the detail is for the log, never for the requester.
     struct Failure: Error, CustomStringConvertible {
         let description: String
+    }
+
+    /// What the requester is told, whatever the cause (the cause is logged).
+    enum Refusal: Error, CustomStringConvertible {
+        /// The document could not be fetched or used, now or within the last minute.
+        case unusable
+        /// Too many fetches are running; nothing is remembered about the URL.
+        case busy
+
+        var description: String {
+            switch self {
+            case .unusable: "The application's metadata document cannot be used."
+            case .busy: "Too many application metadata documents are being fetched. Try again in a moment."
+            }
+        }
     }
 
     static func isMetadataDocumentURL(_ clientID: String) -> Bool { clientID.hasPrefix("https://") }
 
     /// The client for `url`: from the store while fresh, otherwise fetched, validated and stored.
-    func client(for url: String, allowPrivateHosts: Bool, now: Date = Date()) async throws -> OAuthClient {
+    func client(for url: String, allowPrivateHosts: Bool, now: Date = Date()) async throws(Refusal) -> OAuthClient {
         if let known = try? store.client(id: url), known.source == .metadataDocument,
             known.revokedAt != nil || now.timeIntervalSince(known.refreshedAt) < Self.freshness
         {
             return known
         }
-        let document = try await fetch(url, allowPrivateHosts: allowPrivateHosts)
-        let client = try Self.client(from: document, url: url, now: now)
+        guard !limits.recentlyFailed(url) else { throw .unusable }
+        guard limits.begin() else {
+            logger.warning("client metadata document not fetched: too many fetches in flight", metadata: ["client_id": "\(url)"])
+            throw .busy
+        }
+        defer { limits.end() }
         do {
-            return try store.saveMetadataDocumentClient(client)
+            let document = try await fetch(url, allowPrivateHosts: allowPrivateHosts)
+            let client = try Self.client(from: document, url: url, now: now)
+            do {
+                return try store.saveMetadataDocumentClient(client)
+            } catch {
+                throw Failure(description: "cannot store the client: \(error)")
+            }
         } catch {
-            throw Failure(description: "cannot store the client: \(error)")
+            limits.recordFailure(url)
+            logger.notice("client metadata document refused", metadata: ["client_id": "\(url)", "reason": "\(error)"])
+            throw .unusable
         }
     }
 
@@ -49,7 +86,12 @@ struct ClientMetadataDocumentFetcher: Sendable {
             !components.path.split(separator: "/").contains(where: { $0 == "." || $0 == ".." })
         else { throw Failure(description: "client_id must be an https URL with a path, no credentials, fragment or dot segments") }
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        let addresses = try Self.resolve(bareHost)
+        let addresses: [IPAddress]
+        do {
+            addresses = try await resolver.resolve(bareHost)
+        } catch {
+            throw Failure(description: "\(host) cannot be resolved (\(error))")
+        }
         guard let first = addresses.first else { throw Failure(description: "\(host) does not resolve") }
         if !allowPrivateHosts, let refused = addresses.first(where: { !Self.isPublic($0) }) {
             throw Failure(description: "\(host) resolves to \(refused), which is not a public address")
@@ -91,27 +133,6 @@ struct ClientMetadataDocumentFetcher: Sendable {
         return OAuthClient(
             id: url, secretDigest: nil, name: name, redirectURIs: redirects, grantTypes: grants, authMethod: "none",
             scope: object["scope"] as? String, source: .metadataDocument, createdAt: now, refreshedAt: now, revokedAt: nil)
-    }
-
-    static func resolve(_ host: String) throws -> [IPAddress] {
-        if let literal = IPAddress(host) { return [literal] }
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, nil, &hints, &result) == 0, let result else { throw Failure(description: "\(host) does not resolve") }
-        defer { freeaddrinfo(result) }
-        var addresses: [IPAddress] = []
-        var cursor: UnsafeMutablePointer<addrinfo>? = result
-        while let entry = cursor {
-            var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-            if getnameinfo(entry.pointee.ai_addr, entry.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0,
-                let address = IPAddress(String(cString: buffer))
-            {
-                if !addresses.contains(address) { addresses.append(address) }
-            }
-            cursor = entry.pointee.ai_next
-        }
-        return addresses
     }
 
     /// Networks a metadata fetch must never reach: this host, private networks, link-local (cloud metadata
