@@ -26,6 +26,36 @@ struct ProxyHeadersTests {
         #expect(headers["Accept"] == ["text/event-stream"])
     }
 
+    @Test("finding 14: header names with an underscore and URL or method override headers never go upstream", arguments: [
+        "Mcp_Session_Id", "X_Auth_Subject", "X-Auth_Subject", "X_Forwarded_For", "Authorization_", "X-Original-URL",
+        "X-Rewrite-URL", "X-Original-URI", "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override",
+    ])
+    func underscoreAndOverridesDropped(_ name: String) {
+        let headers = Self.upstream([(name, "mallory"), ("Mcp-Session-Id", "s1")])
+        #expect(!headers[name].contains("mallory"))
+        #expect(!headers.contains { $0.value == "mallory" }, "\(name)")
+        #expect(headers["Mcp-Session-Id"] == ["s1"])
+    }
+
+    @Test("finding G: an upstream Set-Cookie for a gateway cookie never reaches the client, others do", arguments: [
+        ("__Host-authgateway_csrf=planted; Path=/; Secure; HttpOnly", false),
+        ("authgateway_csrf=planted; Path=/oauth/", false),
+        ("__host-AuthGateway_csrf=planted; Path=/; Secure", false),
+        ("  __Secure-authgateway_session=x; Secure", false),
+        ("__Host-authgateway_csrf", false),
+        ("session=abc; Path=/; HttpOnly", true),
+        ("my_authgateway_pref=1", true),
+    ])
+    func gatewayCookiesDropped(_ cookie: String, _ kept: Bool) {
+        var upstream = HTTPHeaders()
+        upstream.add(name: "Set-Cookie", value: cookie)
+        upstream.add(name: "Set-Cookie", value: "theme=dark")
+        let fields = ProxyHeaders.downstream(from: upstream)
+        #expect(fields[values: .setCookie] == (kept ? [cookie, "theme=dark"] : ["theme=dark"]), "\(cookie)")
+        // The rule covers the name the authorization server really uses.
+        #expect(ProxyHeaders.setsGatewayCookie("__Host-\(AuthorizeEndpoint.csrfCookie)=x; Path=/"))
+    }
+
     @Test("hop-by-hop headers and those the Connection header lists are dropped", arguments: [
         "Connection", "Keep-Alive", "TE", "Trailer", "Upgrade", "Proxy-Authorization", "X-Hop",
     ])
