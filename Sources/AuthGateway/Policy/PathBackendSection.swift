@@ -4,7 +4,7 @@ import Yams
 /// The `backend:` keys of a `style: path` route: the gateway proxies to `url`, writing identity into `path`.
 enum PathBackendSection {
     static let keys: Set = [
-        "path", "max_streams", "idle_timeout", "health_path", "health_interval", "failure_threshold", "cooldown",
+        "path", "max_streams", "max_streams_per_principal", "idle_timeout", "health_path", "health_interval", "failure_threshold", "cooldown",
     ]
 
     static func read(_ entries: [String: Node], node: Node, what: String, reader: PolicyReader) -> PathStyleBackend? {
@@ -27,6 +27,13 @@ enum PathBackendSection {
         }
 
         let maxStreams = entries["max_streams"].flatMap { positiveInteger($0, "\(what).backend.max_streams", reader: reader) } ?? PathStyleBackend.defaultMaxStreams
+        var maxPerPrincipal = min(maxStreams, PathStyleBackend.defaultMaxStreamsPerPrincipal)
+        if let node = entries["max_streams_per_principal"], let value = positiveInteger(node, "\(what).backend.max_streams_per_principal", reader: reader) {
+            if value > maxStreams {
+                reader.fail(node, "\(what).backend.max_streams_per_principal (\(value)) must not exceed max_streams (\(maxStreams))")
+            }
+            maxPerPrincipal = value
+        }
         let failureThreshold = entries["failure_threshold"].flatMap { positiveInteger($0, "\(what).backend.failure_threshold", reader: reader) } ?? 3
         let idleTimeout = entries["idle_timeout"].flatMap { duration($0, "\(what).backend.idle_timeout", minimum: 1, reader: reader) } ?? PathStyleBackend.defaultIdleTimeout
         let healthInterval = entries["health_interval"].flatMap { duration($0, "\(what).backend.health_interval", minimum: 0.1, reader: reader) } ?? PathStyleBackend.defaultHealthInterval
@@ -40,7 +47,8 @@ enum PathBackendSection {
         }
         guard reader.errors.count == errorsBefore, let template else { return nil }
         return PathStyleBackend(
-            upstream: origin + basePath, origin: origin, basePath: basePath, template: template, maxStreams: maxStreams, idleTimeout: idleTimeout,
+            upstream: origin + basePath, origin: origin, basePath: basePath, template: template, maxStreams: maxStreams, maxStreamsPerPrincipal: maxPerPrincipal,
+            idleTimeout: idleTimeout,
             healthPath: healthPath, breaker: CircuitBreaker.Settings(failureThreshold: failureThreshold, cooldown: cooldown),
             healthInterval: healthInterval)
     }

@@ -8,6 +8,8 @@ public final class BackendHealth: Sendable {
         var backend: PathStyleBackend
         var breaker: CircuitBreaker
         var inFlight = 0
+        /// In-flight requests per principal; a principal with none has no entry.
+        var perPrincipal: [String: Int] = [:]
         var lastCheck: Date?
         var lastCheckAnswered: Bool?
         var lastError: String?
@@ -18,6 +20,8 @@ public final class BackendHealth: Sendable {
     public enum Refusal: Sendable, Equatable {
         case circuitOpen
         case tooManyStreams
+        /// This principal already holds `max_streams_per_principal` of the route's slots.
+        case tooManyStreamsForPrincipal
     }
 
     /// A health check to run: the route and the URL to request.
@@ -49,25 +53,33 @@ public final class BackendHealth: Sendable {
         }
     }
 
-    /// Admits one request to `route`'s backend, or says why not. An admitted request must be `finished` once.
-    public func admit(_ route: String, now: ContinuousClock.Instant = .now) -> Refusal? {
+    /// Admits one request of `principal` (see `principalKey`) to `route`'s backend, or says why not. An admitted
+    /// request must be `finished` once, with the same principal.
+    public func admit(_ route: String, principal: String? = nil, now: ContinuousClock.Instant = .now) -> Refusal? {
         entries.withLock { entries in
             guard var entry = entries[route] else { return .circuitOpen }
             guard entry.inFlight < entry.backend.maxStreams else { return .tooManyStreams }
+            if let principal, entry.perPrincipal[principal, default: 0] >= entry.backend.maxStreamsPerPrincipal { return .tooManyStreamsForPrincipal }
             guard entry.breaker.admit(now: now) else { return .circuitOpen }
             entry.inFlight += 1
+            if let principal { entry.perPrincipal[principal, default: 0] += 1 }
             entries[route] = entry
             return nil
         }
     }
 
-    public func finished(_ route: String) {
+    public func finished(_ route: String, principal: String? = nil) {
         entries.withLock { entries in
             guard var entry = entries[route] else { return }
             entry.inFlight = max(0, entry.inFlight - 1)
+            if let principal, let count = entry.perPrincipal[principal] { entry.perPrincipal[principal] = count > 1 ? count - 1 : nil }
             entries[route] = entry
         }
     }
+
+    /// Whom a stream slot is counted for: the subject within its issuer (API keys have none). The OAuth client is
+    /// left out on purpose: anyone can register more clients.
+    public static func principalKey(_ principal: Principal) -> String { principal.issuer + "\u{0}" + principal.subject }
 
     /// The backend answered (any HTTP response) or failed to (`error`).
     public func record(_ route: String, error: String?, now: ContinuousClock.Instant = .now) {

@@ -11,6 +11,9 @@ public struct PathStyleBackend: Sendable {
     public var template: UpstreamPathTemplate
     /// Simultaneous proxied requests (open streams included) the route allows; more get 503.
     public var maxStreams: Int
+    /// Of those, how many one principal (issuer and subject) may hold at once; more get 429, so that one caller
+    /// cannot take every slot of the route.
+    public var maxStreamsPerPrincipal: Int
     /// How long a stream (or an unanswered request) may stay silent before it is closed; also how long an idle
     /// Streamable HTTP session stays bound.
     public var idleTimeout: Duration
@@ -21,6 +24,8 @@ public struct PathStyleBackend: Sendable {
     public var healthInterval: Duration
 
     public static let defaultMaxStreams = 100
+    /// An MCP client holds one stream and a few message POSTs; a person runs a handful of clients.
+    public static let defaultMaxStreamsPerPrincipal = 10
     public static let defaultIdleTimeout = Duration.seconds(300)
     public static let defaultHealthInterval = Duration.seconds(10)
 }

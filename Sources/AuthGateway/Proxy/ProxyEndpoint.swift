@@ -93,16 +93,21 @@ struct ProxyEndpoint: RouterMiddleware {
             }
         }
 
-        switch gateway.backendHealth.admit(route.name) {
+        // The per-principal cap counts what opens or holds a stream; a message POST (or DELETE) in a session the
+        // principal already owns does not, or a principal at its cap could not use the sessions it has.
+        let streamOwner = session != nil && request.method != .get ? nil : BackendHealth.principalKey(allow.principal)
+        switch gateway.backendHealth.admit(route.name, principal: streamOwner) {
         case .circuitOpen?:
             return StreamingProxy.errorResponse(
                 .serviceUnavailable, error: "backend_unavailable", description: "The backend is failing; retry later.", retryAfter: "\(backend.breaker.cooldown.components.seconds)")
         case .tooManyStreams?:
             return StreamingProxy.errorResponse(.serviceUnavailable, error: "too_many_streams", description: "Too many open streams to this backend.", retryAfter: "5")
+        case .tooManyStreamsForPrincipal?:
+            return StreamingProxy.errorResponse(.tooManyRequests, error: "too_many_streams", description: "You have too many open streams to this backend.", retryAfter: "5")
         case nil:
             break
         }
-        let lease = ProxyLease(route: route.name, health: gateway.backendHealth, bindings: bindings)
+        let lease = ProxyLease(route: route.name, principal: streamOwner, health: gateway.backendHealth, bindings: bindings)
 
         var upstream = HTTPClientRequest(url: backend.origin + upstreamPath + (upstreamQuery.map { "?" + $0 } ?? ""))
         upstream.method = .init(rawValue: request.method.rawValue)

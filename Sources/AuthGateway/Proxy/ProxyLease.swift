@@ -15,12 +15,14 @@ final class ProxyLease: Sendable {
     }
 
     private let route: String
+    private let principal: String?
     private let health: BackendHealth
     private let bindings: SessionBindings
     private let state = Mutex(State())
 
-    init(route: String, health: BackendHealth, bindings: SessionBindings) {
+    init(route: String, principal: String? = nil, health: BackendHealth, bindings: SessionBindings) {
         self.route = route
+        self.principal = principal
         self.health = health
         self.bindings = bindings
     }
@@ -50,7 +52,7 @@ final class ProxyLease: Sendable {
         guard let ended else { return }
         for key in ended.ownedSessions { bindings.remove(key) }
         if let key = ended.streamOf { bindings.streamClosed(key) }
-        health.finished(route)
+        health.finished(route, principal: principal)
     }
 
     deinit { release() }
