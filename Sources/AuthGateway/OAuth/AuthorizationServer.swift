@@ -8,6 +8,8 @@ import TokenStore
 struct AuthorizationServer: Sendable {
     let store: TokenStore
     let currentContext: @Sendable () -> AuthorizationServerContext?
+    /// Per-source-address buckets of the `rate_limits` (issue 11 finding 7), shared by every request.
+    let limiter = SourceRateLimiter()
 
     init(store: TokenStore, currentPolicy: @escaping @Sendable () -> Policy) {
         self.store = store
@@ -17,7 +19,8 @@ struct AuthorizationServer: Sendable {
     /// Registers every endpoint under `/oauth/` and, when the issuer URL has a path, under `<path>/oauth/` too.
     func register(on router: Router<GatewayRequestContext>, issuerPath: String) {
         let tokens = AccessTokenIssuer(store: store)
-        let validator = AuthorizationRequestValidator(store: store, metadataDocuments: ClientMetadataDocumentFetcher(store: store))
+        let fetcher = ClientMetadataDocumentFetcher(store: store)
+        let validator = AuthorizationRequestValidator(store: store, metadataDocuments: fetcher)
         let authorize = AuthorizeEndpoint(store: store, validator: validator)
         let token = TokenEndpoint(store: store, tokens: tokens)
         let registration = ClientRegistrationEndpoint(store: store)
@@ -27,13 +30,30 @@ struct AuthorizationServer: Sendable {
         for prefix in Set(["", issuerPath]) {
             let base = prefix + "/oauth/"
             SigningKeySetEndpoint.register(on: router, path: base + "jwks.json", store: store)
-            router.get(RouterPath(base + "authorize")) { request, _ in await serve { await authorize.show(request, context: $0) } }
-            router.post(RouterPath(base + "authorize")) { request, _ in await serve { await authorize.submit(request, context: $0) } }
+            router.get(RouterPath(base + "authorize")) { request, peer in
+                await serve(request, peer) { context in
+                    // Only a request that would fetch a metadata document spends from that limit.
+                    if let clientID = OAuthParameters(encoded: request.uri.query ?? "")["client_id"], context.settings.clientMetadataDocuments,
+                        fetcher.wouldFetch(clientID), let wait = RateLimitScope.current?.exceeded("metadata_fetch", \.metadataFetch)
+                    {
+                        return RateLimitScope.pageResponse(wait, what: "application lookups")
+                    }
+                    return await authorize.show(request, context: context)
+                }
+            }
+            router.post(RouterPath(base + "authorize")) { request, peer in await serve(request, peer) { await authorize.submit(request, context: $0) } }
             let posts: [(String, @Sendable (Request, AuthorizationServerContext) async -> Response)] = [
                 ("token", token.respond), ("register", registration.respond), ("revoke", revocation.respond), ("introspect", introspection.respond),
             ]
             for (name, handler) in posts {
-                router.post(RouterPath(base + name)) { request, _ in await serve { await handler(request, $0) } }
+                router.post(RouterPath(base + name)) { request, peer in
+                    await serve(request, peer) { context in
+                        if name == "register", let wait = RateLimitScope.current?.exceeded("registration", \.registration) {
+                            return RateLimitScope.jsonResponse(wait, what: "registrations")
+                        }
+                        return await handler(request, context)
+                    }
+                }
                 router.on(RouterPath(base + name), method: .options) { _, _ in OAuthResponse.preflight() }
             }
         }
@@ -45,11 +65,17 @@ struct AuthorizationServer: Sendable {
         }
     }
 
-    private func serve(_ body: (AuthorizationServerContext) async -> Response) async -> Response {
+    /// Runs `body` under the current policy's authorization server, with the request's rate-limit scope set.
+    private func serve(_ request: Request, _ peer: GatewayRequestContext, _ body: (AuthorizationServerContext) async -> Response) async -> Response {
         guard let context = currentContext() else {
             return OAuthResponse.json(["error": "not_found", "error_description": "this gateway runs no authorization server"], status: .notFound)
         }
-        return await body(context)
+        // The client is the trusted proxy's X-Forwarded-For entry, as for path-style requests; when that cannot
+        // be read, the peer itself (so a malformed header shares the proxy's bucket instead of escaping limits).
+        let trusted = context.policy.gateway.trustedProxies
+        let source = (try? ForwardedRequest(direct: request.head, peer: peer.peerAddress, trustedProxies: trusted))?.clientAddress ?? peer.peerAddress
+        let scope = RateLimitScope(source: source?.description ?? "unknown", limits: context.settings.rateLimits, limiter: limiter)
+        return await RateLimitScope.$current.withValue(scope) { await body(context) }
     }
 
     private func metadata(_ request: Request) -> Response {

@@ -61,6 +61,8 @@ struct AuthorizeEndpoint: Sendable {
         if let ticket = form["consent_ticket"] {
             return await consent(ticket: ticket, decision: form["decision"], csrf: csrf, context: context)
         }
+        // Sign-in attempts per source address (issue 11 finding 7), before any password is checked.
+        if let wait = RateLimitScope.current?.exceeded("sign_in", \.signIn) { return RateLimitScope.pageResponse(wait, what: "sign-in attempts") }
         let validated: AuthorizationRequest
         do {
             validated = try await validator.validate(form, context: context)

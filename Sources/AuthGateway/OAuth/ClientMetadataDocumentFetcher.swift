@@ -51,6 +51,13 @@ struct ClientMetadataDocumentFetcher: Sendable {
 
     static func isMetadataDocumentURL(_ clientID: String) -> Bool { clientID.hasPrefix("https://") }
 
+    /// Whether `client(for:)` would go to the network for `clientID` (not a fresh stored client, no recent failure).
+    func wouldFetch(_ clientID: String, now: Date = Date()) -> Bool {
+        guard Self.isMetadataDocumentURL(clientID), !limits.recentlyFailed(clientID) else { return false }
+        guard let known = try? store.client(id: clientID), known.source == .metadataDocument else { return true }
+        return known.revokedAt == nil && now.timeIntervalSince(known.refreshedAt) >= Self.freshness
+    }
+
     /// The client for `url`: from the store while fresh, otherwise fetched, validated and stored.
     func client(for url: String, allowPrivateHosts: Bool, now: Date = Date()) async throws(Refusal) -> OAuthClient {
         if let known = try? store.client(id: url), known.source == .metadataDocument,

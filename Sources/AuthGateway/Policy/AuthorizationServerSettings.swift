@@ -14,6 +14,8 @@ public struct AuthorizationServerSettings: Sendable, Equatable {
     public var clientMetadataDocuments = true
     /// Lets metadata documents come from loopback or private addresses (development only).
     public var allowPrivateMetadataHosts = false
+    /// Per-source-address limits on registration, sign-in and metadata fetches.
+    public var rateLimits = RateLimits()
 
     public init() {}
 

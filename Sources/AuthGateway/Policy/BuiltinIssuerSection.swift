@@ -7,7 +7,7 @@ enum BuiltinIssuerSection {
         let what = "issuers.\(name)"
         let allowed: Set = [
             "kind", "access_token_ttl", "refresh_token_ttl", "code_ttl", "consent_ttl", "registration", "registration_token_env",
-            "client_id_metadata_documents", "allow_private_metadata_hosts",
+            "client_id_metadata_documents", "allow_private_metadata_hosts", "rate_limits",
         ]
         guard let entries = reader.mapping(node, what, allowed: allowed) else { return nil }
         var settings = AuthorizationServerSettings()
@@ -28,6 +28,9 @@ enum BuiltinIssuerSection {
         }
         if let flag = entries["allow_private_metadata_hosts"].flatMap({ reader.bool($0, "\(what).allow_private_metadata_hosts") }) {
             settings.allowPrivateMetadataHosts = flag
+        }
+        if let limitsNode = entries["rate_limits"] {
+            settings.rateLimits = readRateLimits(limitsNode, what: "\(what).rate_limits", reader: reader)
         }
         let tokenEnv = entries["registration_token_env"].flatMap { reader.nonEmptyString($0, "\(what).registration_token_env") }
         switch entries["registration"]?.scalar?.string {
@@ -54,5 +57,23 @@ enum BuiltinIssuerSection {
             leeway: 5, jwksMinRefreshInterval: 1, jwksCacheTTL: 60, jwksStaleLimit: 86400)
         issuer.authorizationServer = settings
         return issuer
+    }
+
+    /// `rate_limits: { registration: 10/min, sign_in: 10/min, metadata_fetch: 10/min }`; unnamed ones keep defaults.
+    private static func readRateLimits(_ node: Node, what: String, reader: PolicyReader) -> RateLimits {
+        var limits = RateLimits()
+        let keys: [(String, WritableKeyPath<RateLimits, RateLimit>)] = [
+            ("registration", \.registration), ("sign_in", \.signIn), ("metadata_fetch", \.metadataFetch),
+        ]
+        guard let entries = reader.mapping(node, what, allowed: Set(keys.map(\.0))) else { return limits }
+        for (key, path) in keys {
+            guard let valueNode = entries[key], let text = reader.string(valueNode, "\(what).\(key)") else { continue }
+            guard let limit = RateLimit(text) else {
+                reader.fail(valueNode, "\(what).\(key) must be a count per s, min or h, such as 10/min, not '\(text)'")
+                continue
+            }
+            limits[keyPath: path] = limit
+        }
+        return limits
     }
 }
