@@ -9,6 +9,7 @@ public struct DecisionEngine: Sendable {
     let authenticators: [CredentialKind: any CredentialAuthenticator]
     let apiKeyHeader: HTTPField.Name?
     let emitter: IdentityEmitter
+    let identityAliases: IdentityHeaderAliases
 
     public init(policy: Policy, authenticators: [any CredentialAuthenticator]) {
         self.policy = policy
@@ -16,6 +17,7 @@ public struct DecisionEngine: Sendable {
         self.authenticators = Dictionary(authenticators.map { ($0.kind, $0) }, uniquingKeysWith: { first, _ in first })
         self.apiKeyHeader = policy.gateway.apiKeyHeader.flatMap { HTTPField.Name($0) }
         self.emitter = IdentityEmitter(policy: policy)
+        self.identityAliases = IdentityHeaderAliases(gateway: policy.gateway)
     }
 
     public func decide(headers: HTTPFields, peer: IPAddress?) async -> Decision {
@@ -26,6 +28,9 @@ public struct DecisionEngine: Sendable {
             return .deny(Denial(kind: .untrusted, route: nil, reason: "peer \(address) is not a trusted proxy"))
         } catch {
             return .deny(Denial(kind: .badRequest, route: nil, reason: error.description))
+        }
+        if let alias = identityAliases.alias(in: headers) {
+            return .deny(Denial(kind: .badRequest, route: nil, reason: "header \(alias) is an alias of an identity header"))
         }
         return await decide(request)
     }
