@@ -1,4 +1,4 @@
-import AuthGateway
+@testable import AuthGateway
 import Foundation
 import HTTPTypes
 import Testing
@@ -71,6 +71,14 @@ struct Finding3PathSpellingTests {
         let upper = try ForwardedRequest(headers: forwardedHeaders(uri: "/ffmpeg/a%3Ab%C3%A9"), peer: IPAddress("127.0.0.1"), trustedProxies: Self.loopback)
         #expect(lower.path == "/ffmpeg/a%3Ab%C3%A9")
         #expect(lower.path == upper.path)
+    }
+
+    @Test("finding 3: an announced message path is normalised as a request path is, so the client's request matches its binding")
+    func announcedPathNormalised() throws {
+        let target = try #require(ProxyEndpoint.upstreamTarget(of: "/messages/%7euser%3a1/?session_id=abc", origin: "http://127.0.0.1:9"))
+        #expect(target.path == "/messages/~user%3A1/")
+        let request = try ForwardedRequest(headers: forwardedHeaders(uri: "/messages/%7Euser%3A1/"), peer: IPAddress("127.0.0.1"), trustedProxies: Self.loopback)
+        #expect(request.path == target.path)
     }
 
     @Test("finding 3: a literal is compared byte for byte, never by Unicode equivalence")

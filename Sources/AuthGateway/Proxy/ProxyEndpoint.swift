@@ -197,7 +197,8 @@ struct ProxyEndpoint: RouterMiddleware {
     }
 
     /// The path and query of an announced message URL: a path-absolute reference, or an absolute URL on the
-    /// backend's own origin. The path must pass the same checks as a request path.
+    /// backend's own origin. The path must pass the same checks as a request path, and is normalised as one
+    /// (`ForwardedRequest.normalisedPath`), so the client's request for it equals the bound path byte for byte.
     static func upstreamTarget(of announced: String, origin: String) -> (path: String, query: String)? {
         var target = announced.trimmingCharacters(in: .whitespaces)
         if target.hasPrefix(origin + "/") {
@@ -205,8 +206,8 @@ struct ProxyEndpoint: RouterMiddleware {
         } else if !target.hasPrefix("/") || target.hasPrefix("//") {
             return nil
         }
-        guard let (path, query) = try? ForwardedRequest.splitURI(target), let query, (try? ForwardedRequest.validatedSegments(of: path)) != nil else { return nil }
-        return (path, query)
+        guard let (path, query) = try? ForwardedRequest.splitURI(target), let query, let normalised = try? ForwardedRequest.normalisedPath(path) else { return nil }
+        return (normalised.path, query)
     }
 
     /// `response` marked as the last on its connection: the client's body was not read to its end.
