@@ -9,15 +9,25 @@ import TokenStore
 /// and metadata-document fetches: 429 with `Retry-After`, settings in the policy, bounded memory.
 @Suite("Finding 7: rate limits on registration, sign-in and metadata fetches")
 struct Finding7RateLimitTests {
+    /// 10 an hour rather than the default 10 a minute: a slow run (bcrypt under load) must not refill a bucket
+    /// between the 10th and the 11th request. The defaults have their own test.
+    static let policy: String = {
+        let limited = OAuthEndpointTests.policy.replacingOccurrences(
+            of: "builtin: { kind: builtin }",
+            with: "builtin: { kind: builtin, rate_limits: { registration: 10/h, sign_in: 10/h, metadata_fetch: 10/h } }")
+        precondition(limited != OAuthEndpointTests.policy)
+        return limited
+    }()
+
     static func from(_ address: String, _ headers: HTTPFields = [:]) -> HTTPFields {
         var headers = headers
         headers[HTTPField.Name("X-Forwarded-For")!] = address
         return headers
     }
 
-    @Test("finding 7: the 11th registration a minute from one address is 429 with Retry-After; another address goes on")
+    @Test("finding 7: the 11th registration in the period from one address is 429 with Retry-After; another address goes on")
     func registration() async throws {
-        let fixture = try GatewayFixture(policy: OAuthEndpointTests.policy)
+        let fixture = try GatewayFixture(policy: Self.policy)
         try await fixture.withLiveServer { http in
             func register(_ address: String) async throws -> TestResponse {
                 try await http.execute(
@@ -27,16 +37,16 @@ struct Finding7RateLimitTests {
             for _ in 0..<10 { #expect(try await register("198.51.100.7").status == .created) }
             let limited = try await register("198.51.100.7")
             #expect(limited.status == .tooManyRequests)
-            #expect(Int(limited.header("Retry-After") ?? "") ?? 0 >= 1)
+            #expect(Int(limited.header("Retry-After") ?? "") ?? 0 > 60)
             #expect(limited.json["error"] as? String != nil)
             #expect(try await register("198.51.100.8").status == .created)
             #expect(try fixture.store.listClients().count == 11)
         }
     }
 
-    @Test("finding 7: the 11th sign-in attempt a minute from one address is 429 with Retry-After, before any password check")
+    @Test("finding 7: the 11th sign-in attempt in the period from one address is 429 with Retry-After, before any password check")
     func signIn() async throws {
-        let fixture = try GatewayFixture(policy: OAuthEndpointTests.policy)
+        let fixture = try GatewayFixture(policy: Self.policy)
         let flow = SignInFlow(client: try SignInFlow.registerClient(fixture.store), resource: OAuthTokenEndpointTests.resource, scope: nil)
         try await fixture.withLiveServer { http in
             let page = try await flow.open(http)
@@ -49,13 +59,13 @@ struct Finding7RateLimitTests {
             for index in 0..<10 { #expect(try await attempt(index).status == .unauthorized) }
             let limited = try await attempt(10)
             #expect(limited.status == .tooManyRequests)
-            #expect(Int(limited.header("Retry-After") ?? "") ?? 0 >= 1)
+            #expect(Int(limited.header("Retry-After") ?? "") ?? 0 > 60)
         }
     }
 
     @Test("finding 7: metadata-document fetches are limited per address")
     func metadataFetch() async throws {
-        let fixture = try GatewayFixture(policy: OAuthEndpointTests.policy)
+        let fixture = try GatewayFixture(policy: Self.policy)
         try await fixture.withLiveServer { http in
             func authorize(_ index: Int) async throws -> TestResponse {
                 // Distinct private literals: refused at once, without DNS, and not cached under one URL.
@@ -66,7 +76,7 @@ struct Finding7RateLimitTests {
             for index in 0..<10 { #expect(try await authorize(index).status == .badRequest) }
             let limited = try await authorize(10)
             #expect(limited.status == .tooManyRequests)
-            #expect(Int(limited.header("Retry-After") ?? "") ?? 0 >= 1)
+            #expect(Int(limited.header("Retry-After") ?? "") ?? 0 > 60)
         }
     }
 }
