@@ -35,13 +35,19 @@ struct Finding2GrantKeyTests {
 
     /// The ways an operator ends a key.
     enum KeyEnd: String, CaseIterable, Sendable, CustomTestStringConvertible {
-        case revokeKey, rotateKeyWithoutOverlap
+        case revokeKey, rotateKeyWithoutOverlap, authctlRevokeKey
         var testDescription: String { rawValue }
 
-        func apply(to id: String, in store: TokenStore) throws {
+        func apply(to id: String, in store: TokenStore) async throws {
             switch self {
             case .revokeKey: try store.revokeKey(id: id)
             case .rotateKeyWithoutOverlap: _ = try store.rotateKey(id: id, overlap: 0)
+            case .authctlRevokeKey:
+                // Another process: the gateway learns of it through the store's change counter, which empties the
+                // cached grant status within `externalChangeDelay`.
+                let result = try ProcessRunner.run("authctl", ["--db", store.path, "revoke-key", id])
+                #expect(result.status == 0, "\(result.stderr)")
+                try await Task.sleep(for: TokenStore.externalChangeDelay * 5)
             }
         }
     }
@@ -59,7 +65,7 @@ struct Finding2GrantKeyTests {
             // Decided once before the key ends, so the decision caches hold this token's grant.
             #expect(try await OAuthTokenEndpointTests.auth(http, token: access).status == .ok)
 
-            try end.apply(to: id, in: fixture.store)
+            try await end.apply(to: id, in: fixture.store)
 
             let denied = try await OAuthTokenEndpointTests.auth(http, token: access)
             #expect(denied.status == .unauthorized)
