@@ -34,6 +34,14 @@ struct AuthGatewayCommand: AsyncParsableCommand {
         help: "Event loop threads serving connections (default: one per CPU core). On a small host shared with Traefik, 1 leaves Traefik more CPU.")
     var threads: Int?
 
+    @Option(name: .long, help: "Close a connection that takes longer than this to send a request head (30s, 1m, …).")
+    var headerTimeout: String = "30s"
+
+    @Option(
+        name: .long,
+        help: "Close a connection idle this long between requests; keep it above the proxy's own (Traefik: 90s).")
+    var idleTimeout: String = "120s"
+
     @Option(name: .long, help: "Serve GET /traefik/dynamic-config for Traefik's HTTP provider, with forwardAuth at this gateway URL.")
     var traefikGatewayURL: String?
 
@@ -47,6 +55,12 @@ struct AuthGatewayCommand: AsyncParsableCommand {
         }
         if let threads, !(1...1024).contains(threads) {
             throw ValidationError("--threads must be a number of threads from 1 to 1024, not \(threads)")
+        }
+        guard ConnectionTimeouts.duration(headerTimeout) != nil else {
+            throw ValidationError("--header-timeout must be a positive duration such as 30s or 1m, not '\(headerTimeout)'")
+        }
+        guard ConnectionTimeouts.duration(idleTimeout) != nil else {
+            throw ValidationError("--idle-timeout must be a positive duration such as 120s or 5m, not '\(idleTimeout)'")
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -86,7 +100,8 @@ struct AuthGatewayCommand: AsyncParsableCommand {
                 "listen": "\(listen)", "policy": "\(loaded.files.joined(separator: ","))", "routes": "\(loaded.policy.routes.count)",
                 "db": "\(db)",
             ])
-        try await gateway.makeApplication(host: address.host, port: address.port, services: reloader).runService()
+        let timeouts = ConnectionTimeouts(header: ConnectionTimeouts.duration(headerTimeout)!, idle: ConnectionTimeouts.duration(idleTimeout)!)
+        try await gateway.makeApplication(host: address.host, port: address.port, services: reloader, timeouts: timeouts).runService()
     }
 }
 

@@ -1,5 +1,6 @@
 @testable import AuthGateway
 import Foundation
+import Hummingbird
 import Logging
 import NIOCore
 import NIOEmbedded
@@ -80,5 +81,131 @@ struct FastPathConnectionLimitsTests {
             let sent = await Self.junkAccepted(by: connection)
             #expect(sent < 64 * 1024 * 1024, "the gateway kept reading after an upgrade request")
         }
+    }
+
+    // MARK: Finding 8: header and idle timeouts
+
+    /// Runs `body` with the port of the production server (`Gateway.makeApplication`) using `timeouts`.
+    static func withServer(_ fixture: GatewayFixture, timeouts: ConnectionTimeouts, _ body: (Int) async throws -> Void) async throws {
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let application = fixture.gateway.makeApplication(host: "127.0.0.1", port: 0, timeouts: timeouts, onServerRunning: { continuation.yield($0) })
+        let server = Task { try await application.run() }
+        defer { server.cancel() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw CancellationError() }
+        try await body(port)
+    }
+
+    /// Whether the server ends the connection (rather than the 20 s read timeout running out), and how long it took.
+    static func closedBy(_ connection: RawHTTPConnection, since start: ContinuousClock.Instant) async -> Bool {
+        let ended = await connection.readsEndOfStream()
+        return ended && ContinuousClock.now - start < .seconds(12)
+    }
+
+    static let healthz = "GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
+    static let decision = String(decoding: decisionRequest, as: UTF8.self)
+
+    @Test(
+        "finding 8: a connection that sends no whole request head within the header timeout is closed",
+        arguments: [
+            ("silent", "", ""), ("partial decision head", "", "GET /auth HTTP/1.1\r\nHost: gw\r\n"),
+            ("partial router head", "", "GET /healthz HTTP/1.1\r\nHost: gw\r\n"),
+            ("partial head after a decision", decision, "GET /auth HTTP/1.1\r\n"),
+            ("partial head after a router request", healthz, "GET /auth HTTP/1.1\r\nX-A: b\r\n"),
+        ])
+    func headerTimeout(name: String, answered: String, partial: String) async throws {
+        try await Self.withServer(fixture, timeouts: .init(header: .seconds(1), idle: .seconds(60))) { port in
+            let connection = try RawHTTPConnection(port: port, readTimeoutSeconds: 20)
+            if !answered.isEmpty {
+                await connection.send(answered)
+                #expect(await connection.readAnswer() != nil)
+            }
+            let start = ContinuousClock.now
+            await connection.send(partial)
+            #expect(await Self.closedBy(connection, since: start), "\(name)")
+        }
+    }
+
+    @Test("finding 8: a head sent a byte at a time is cut off by the header timeout, although bytes keep coming")
+    func slowHeadDrip() async throws {
+        try await Self.withServer(fixture, timeouts: .init(header: .seconds(1), idle: .seconds(60))) { port in
+            for prefix in ["", Self.healthz] {
+                let connection = try RawHTTPConnection(port: port, readTimeoutSeconds: 20)
+                if !prefix.isEmpty {
+                    await connection.send(prefix)
+                    #expect(await connection.readAnswer()?.status == 200)
+                }
+                let start = ContinuousClock.now
+                var open = true
+                for byte in Self.decisionRequest where open && ContinuousClock.now - start < .seconds(15) {
+                    open = await connection.send([byte])
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(!open, "a head dripped over \(Self.decisionRequest.count / 10) s was still being read")
+            }
+        }
+    }
+
+    @Test("finding 8: a connection idle after its answer is closed after the idle timeout, on the fast path and after the router")
+    func idleTimeout() async throws {
+        try await Self.withServer(fixture, timeouts: .init(header: .seconds(60), idle: .seconds(1))) { port in
+            for requests in [[Self.decision], [Self.healthz], [Self.healthz, Self.decision], [Self.decision, Self.healthz]] {
+                let connection = try RawHTTPConnection(port: port, readTimeoutSeconds: 20)
+                await connection.send(requests.joined())
+                for _ in requests { #expect(await connection.readAnswer() != nil) }
+                #expect(await Self.closedBy(connection, since: .now), "\(requests.count) requests")
+            }
+        }
+    }
+
+    @Test("finding 8: a connection in use is not closed: requests keep coming, and a slow proxied answer outlasts both timeouts")
+    func busyConnectionKept() async throws {
+        let router = Router()
+        router.get("/u/**") { _, _ -> Response in
+            try await Task.sleep(for: .seconds(4))
+            return Response(status: .ok, body: .init(byteBuffer: .init(string: "late")))
+        }
+        let backend = try await LoopbackServer(router: router)
+        defer { Task { await backend.stop() } }
+        let fixture = try GatewayFixture(
+            policy: testPolicy(
+                routes: seedRoutes + """
+
+                      - name: slow
+                        match: { path: /slow/** }
+                        accept: [api_key]
+                        backend: { style: path, url: "\(backend.baseURL)", path: "/u/{subject}", idle_timeout: 10s }
+                    """))
+        let key = try fixture.issueKey(scopes: []).key
+        // Timeouts of a few seconds, so that a loaded test host does not stall a busy connection past them.
+        try await Self.withServer(fixture, timeouts: .init(header: .seconds(3), idle: .seconds(3))) { port in
+            let connection = try RawHTTPConnection(port: port, readTimeoutSeconds: 20)
+            for _ in 0..<25 {
+                await connection.send(Self.decision)
+                #expect(await connection.readAnswer() != nil)
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            await connection.send("GET /slow HTTP/1.1\r\nHost: mcp.example.com\r\nAuthorization: Bearer \(key)\r\n\r\n")
+            let answer = await connection.readAnswer()
+            #expect(answer?.status == 200)
+            #expect(answer?.body == "late")
+        }
+    }
+
+    @Test("finding 8: authgateway takes --header-timeout and --idle-timeout, and refuses a bad value with exit 64")
+    func commandLineFlags() async throws {
+        let policy = ProcessRunner.packageRoot.appendingPathComponent("policies/example.yaml").path
+        let db = fixture.directory.appendingPathComponent("cli.sqlite").path
+        for bad in [["--header-timeout", "soon"], ["--idle-timeout", "0s"]] {
+            let result = try ProcessRunner.run("authgateway", ["--policy", policy, "--db", db, "--listen", "127.0.0.1:0"] + bad)
+            #expect(result.status == 64)
+            #expect(result.stderr.contains(bad[0]))
+        }
+        let (process, port) = try await ProcessRunner.startGateway(
+            policy: policy, db: db, arguments: ["--header-timeout", "1s", "--idle-timeout", "2m"],
+            log: fixture.directory.appendingPathComponent("gateway.log"))
+        defer { process.terminate() }
+        let connection = try RawHTTPConnection(port: port, readTimeoutSeconds: 20)
+        #expect(await Self.closedBy(connection, since: .now))
     }
 }

@@ -29,16 +29,65 @@ final class FastAuthByteHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var quiesceHeld = false
     /// After `Connection: close`, a quiesce or a handed-over connection: nothing more is read into a request here.
     private var done = false
+    private let timeouts: (header: TimeAmount, idle: TimeAmount)
+    private var timer: ConnectionTimeoutTimer
+    private var timeoutsStarted = false
+    /// When the connection opened or the unfinished head in `buffered` began; nil while none is awaited.
+    private var headSince: NIODeadline?
+    /// When the last answer was written.
+    private var idleSince = NIODeadline.now()
 
     /// `installHTTPPipeline` adds the codec handlers after this one; the handler then removes itself.
     init(
         decisions: FastAuthDecisions, handoff: EventLoopPromise<FastAuthChannel.HummingbirdValue?>, logger: Logger,
-        installHTTPPipeline: @escaping (ChannelHandlerContext) throws -> Void
+        timeouts: ConnectionTimeouts = .init(), installHTTPPipeline: @escaping (ChannelHandlerContext) throws -> Void
     ) {
         self.decisions = decisions
         self.handoff = handoff
         self.logger = logger
+        self.timeouts = (TimeAmount(timeouts.header), TimeAmount(timeouts.idle))
+        self.timer = ConnectionTimeoutTimer(timeouts)
         self.installHTTPPipeline = installHTTPPipeline
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { startTimeouts(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startTimeouts(context: context)
+        context.fireChannelActive()
+    }
+
+    /// The first head is due within the header timeout of the connection's opening.
+    private func startTimeouts(context: ChannelHandlerContext) {
+        guard !timeoutsStarted, !done else { return }
+        timeoutsStarted = true
+        let now = NIODeadline.now()
+        headSince = now
+        timer.arm(at: now + timeouts.header, context: context) { self.checkTimeouts(context: context) }
+    }
+
+    /// Closes a connection that has waited too long for a head (header timeout) or sat idle after its last answer
+    /// (idle timeout); otherwise checks again when the earliest of them could run out.
+    private func checkTimeouts(context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
+        let deadline: NIODeadline
+        if answerPending {
+            deadline = now + timeouts.idle
+        } else if let headSince {
+            deadline = headSince + timeouts.header
+        } else {
+            deadline = idleSince + timeouts.idle
+        }
+        guard now < deadline else {
+            logger.debug("closing a connection that sent no request in time", metadata: ["waiting_for": "\(headSince == nil ? "request" : "request head")"])
+            done = true
+            buffered = nil
+            context.close(promise: nil)
+            return
+        }
+        timer.arm(at: deadline, context: context) { self.checkTimeouts(context: context) }
     }
 
     /// How many answered bytes may stay in front of unanswered ones before they are discarded.
@@ -69,11 +118,13 @@ final class FastAuthByteHandler: ChannelDuplexHandler, RemovableChannelHandler {
             switch outcome {
             case .incomplete:
                 if inputClosed { handOver(context: context) }
+                if headSince == nil { headSince = .now() }
                 return
             case .other:
                 handOver(context: context)
                 return
             case .request(let request, let length):
+                headSince = nil
                 bytes.moveReaderIndex(forwardBy: length)
                 buffered = bytes.readableBytes > 0 ? bytes : nil
                 answer(request, context: context)
@@ -100,6 +151,7 @@ final class FastAuthByteHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func write(_ answer: AuthAnswer, omitBody: Bool, asksToClose: Bool, context: ChannelHandlerContext) {
         answerPending = false
+        idleSince = .now()
         guard context.channel.isActive else { return }
         context.writeAndFlush(
             wrapOutboundOut(answer.http1Bytes(date: HTTPDateHeader.now, omitBody: omitBody, allocator: context.channel.allocator)),
@@ -121,6 +173,8 @@ final class FastAuthByteHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Puts the HTTP/1 codec pipeline behind this handler, passes it everything read so far, and leaves.
     private func handOver(context: ChannelHandlerContext) {
         done = true
+        // From here on `FastAuthHandler` keeps the connection's timeouts.
+        timer.cancel()
         do {
             try installHTTPPipeline(context)
         } catch {
@@ -177,6 +231,7 @@ final class FastAuthByteHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        timer.cancel()
         if !handedOver { handoff.succeed(nil) }
         context.fireChannelInactive()
     }

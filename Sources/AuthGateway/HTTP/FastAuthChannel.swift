@@ -27,18 +27,20 @@ struct FastAuthChannel: ServerChildChannel {
     let hummingbird: HTTP1Channel
     let endpoint: AuthEndpoint
     let logger: Logger
+    let timeouts: ConnectionTimeouts
 
-    init(responder: @escaping HTTPChannelHandler.Responder, endpoint: AuthEndpoint, logger: Logger) {
+    init(responder: @escaping HTTPChannelHandler.Responder, endpoint: AuthEndpoint, logger: Logger, timeouts: ConnectionTimeouts = .init()) {
         self.hummingbird = HTTP1Channel(responder: responder, configuration: .init())
         self.endpoint = endpoint
         self.logger = logger
+        self.timeouts = timeouts
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let handoff = channel.eventLoop.makePromise(of: HummingbirdValue?.self)
             let decisions = FastAuthDecisions(endpoint: endpoint, logger: self.logger)
-            let byteHandler = FastAuthByteHandler(decisions: decisions, handoff: handoff, logger: self.logger) { context in
+            let byteHandler = FastAuthByteHandler(decisions: decisions, handoff: handoff, logger: self.logger, timeouts: timeouts) { context in
                 try installHTTPPipeline(on: context.pipeline, decisions: decisions, handoff: handoff, logger: logger)
             }
             try channel.pipeline.syncOperations.addHandler(byteHandler)
@@ -62,7 +64,9 @@ struct FastAuthChannel: ServerChildChannel {
             withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
             withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
         try pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
-        try pipeline.syncOperations.addHandler(FastAuthHandler(decisions: decisions, logger: self.logger, handoff: handoff))
+        try pipeline.syncOperations.addHandler(FastAuthHandler(decisions: decisions, logger: self.logger, handoff: handoff, timeouts: timeouts))
+        // No idle timeout here: it would see only the requests passed on, not the decisions answered in front of
+        // it; `FastAuthHandler` keeps the connection's timeouts.
         try pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
     }
 

@@ -89,14 +89,65 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The context of NIO's HTTP/1 response encoder: writing there puts finished bytes straight on the socket.
     private var bytesContext: ChannelHandlerContext?
 
-    init(decisions: FastAuthDecisions, logger: Logger, handoff: EventLoopPromise<FastAuthChannel.HummingbirdValue?>) {
+    private let timeouts: (header: TimeAmount, idle: TimeAmount)
+    private var timer: ConnectionTimeoutTimer
+    /// When bytes of the next head began to arrive (or the connection was handed over); nil once it is read.
+    private var headSince: NIODeadline?
+    /// When the last answer ended, or the last part of a request body arrived.
+    private var lastActivity = NIODeadline.now()
+
+    init(
+        decisions: FastAuthDecisions, logger: Logger, handoff: EventLoopPromise<FastAuthChannel.HummingbirdValue?>,
+        timeouts: ConnectionTimeouts = .init()
+    ) {
         self.decisions = decisions
         self.logger = logger
         self.handoff = handoff
+        self.timeouts = (TimeAmount(timeouts.header), TimeAmount(timeouts.idle))
+        self.timer = ConnectionTimeoutTimer(timeouts)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         bytesContext = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
+        // Handed over with the bytes of a head, usually whole; if not, it is due within the header timeout.
+        let now = NIODeadline.now()
+        headSince = now
+        timer.arm(at: now + timeouts.header, context: context) { self.checkTimeouts(context: context) }
+    }
+
+    /// Closes a connection that waits too long for a head (header timeout), for more of a request body or for a
+    /// next request (idle timeout). Nothing runs out while an answer is pending or Hummingbird is still answering
+    /// (a path-style stream ends by its own `idle_timeout`).
+    private func checkTimeouts(context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
+        let deadline: NIODeadline
+        switch reading {
+        case _ where answerPending:
+            deadline = now + timeouts.idle
+        case .decisionRequest, .passedRequest:
+            deadline = lastActivity + timeouts.idle
+        case _ where passedAnswersOutstanding > 0:
+            deadline = now + timeouts.idle
+        case .betweenRequests, .closing:
+            deadline = headSince.map { $0 + timeouts.header } ?? lastActivity + timeouts.idle
+        }
+        guard now < deadline else {
+            logger.debug("closing a connection that sent no request in time")
+            reading = .closing
+            held.removeAll()
+            context.close(promise: nil)
+            return
+        }
+        timer.arm(at: deadline, context: context) { self.checkTimeouts(context: context) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        // Bytes arrived that made no whole head: the next head has begun (reads complete after every socket read,
+        // whatever the decoder made of them).
+        if headSince == nil, reading == .betweenRequests, !answerPending, passedAnswersOutstanding == 0, held.isEmpty {
+            headSince = .now()
+        }
+        context.fireChannelReadComplete()
     }
 
     /// The decision endpoint `head` addresses, or nil when the router should have it (any other path, or a method
@@ -125,6 +176,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case (.closing, _):
             return false
         case (.betweenRequests, .head(let head)):
+            headSince = nil
             if Self.switchesProtocol(head) { switchRequested = true }
             if passedAnswersOutstanding == 0, let endpoint = Self.endpoint(of: head) {
                 reading = .decisionRequest
@@ -136,6 +188,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
             passedAnswersOutstanding += 1
             reading = .passedRequest
         case (.decisionRequest, .body(let chunk)):
+            lastActivity = .now()
             ignoredBodyBytes += chunk.readableBytes
             if ignoredBodyBytes > Self.maximumIgnoredBody {
                 reading = .closing
@@ -163,6 +216,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 if passedAnswersOutstanding == 0 { context.close(promise: nil) }
             }
         case (.betweenRequests, _), (.passedRequest, _):
+            lastActivity = .now()
             guard handOver(context: context) else { return false }
         }
         context.fireChannelRead(wrapInboundOut(part))
@@ -198,6 +252,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func write(_ answer: AuthAnswer, omitBody: Bool, context: ChannelHandlerContext) {
         answerPending = false
+        lastActivity = .now()
         if let bytes = bytesContext {
             // Below the HTTP codecs: nothing of Hummingbird's can be queued there unwritten, because a decision
             // request is only answered here when no request passed to Hummingbird is still unanswered.
@@ -273,11 +328,13 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        timer.cancel()
         settleHandoff(nil)
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        timer.cancel()
         bytesContext = nil
         settleHandoff(nil)
     }
@@ -322,6 +379,7 @@ final class FastAuthHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data), passedAnswersOutstanding > 0 {
             passedAnswersOutstanding -= 1
+            lastActivity = .now()
             // The answer to the request that asked to switch protocols is the last one (nothing after it is parsed).
             if passedAnswersOutstanding == 0, switchRequested, reading == .closing { closeOnFlush = true }
         }

@@ -128,16 +128,17 @@ public final class Gateway: Sendable {
     }
 
     /// The HTTP application listening on `host:port`, with the batched key-usage writer and any extra services
-    /// (such as the policy reloader) running beside it.
+    /// (such as the policy reloader) running beside it; `timeouts` bound how long a connection may wait for a request.
     public func makeApplication(
-        host: String, port: Int, services: [any Service] = [], onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+        host: String, port: Int, services: [any Service] = [], timeouts: ConnectionTimeouts = .init(),
+        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> GatewayApplication {
         GatewayApplication(
             router: makeRouter(), endpoint: AuthEndpoint(gateway: self), host: host, port: port,
             // Traefik opens a new connection for most auth calls: a deep accept queue keeps bursts from being refused.
             backlog: 4096,
             services: [usage, BackendHealthMonitor(health: backendHealth, bindings: sessionBindings, logger: logger, tick: .seconds(1))] + services,
-            onServerRunning: onServerRunning, logger: logger)
+            timeouts: timeouts, onServerRunning: onServerRunning, logger: logger)
     }
 }
 

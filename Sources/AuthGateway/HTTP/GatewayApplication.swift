@@ -21,7 +21,7 @@ public struct GatewayApplication: Service {
 
     init(
         router: Router<GatewayRequestContext>, endpoint: AuthEndpoint, host: String, port: Int, backlog: Int, services: [any Service],
-        onServerRunning: @escaping @Sendable (Int) async -> Void, logger: Logger
+        timeouts: ConnectionTimeouts, onServerRunning: @escaping @Sendable (Int) async -> Void, logger: Logger
     ) {
         let responder = router.buildResponder()
         let channelSetup = FastAuthChannel(
@@ -44,7 +44,7 @@ public struct GatewayApplication: Service {
                 }
                 try await responseWriter.write(response: response.head, body: response.body)
             },
-            endpoint: endpoint, logger: logger)
+            endpoint: endpoint, logger: logger, timeouts: timeouts)
         self.server = GatewayHTTPServer(
             channelSetup: channelSetup, host: host, port: port, backlog: backlog, eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger, onServerRunning: onServerRunning)
