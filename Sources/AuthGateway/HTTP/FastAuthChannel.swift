@@ -63,6 +63,7 @@ struct FastAuthChannel: ServerChildChannel {
         try pipeline.syncOperations.configureHTTPServerPipeline(
             withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
             withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+        try pipeline.syncOperations.addHandler(AbsoluteFormHandler())
         try pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
         try pipeline.syncOperations.addHandler(FastAuthHandler(decisions: decisions, logger: self.logger, handoff: handoff, timeouts: timeouts))
         // No idle timeout here: it would see only the requests passed on, not the decisions answered in front of
