@@ -12,11 +12,12 @@ struct ClientsCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Make a machine client (client_credentials) or an introspecting resource server; its secret is printed once.",
             discussion: """
-                Only clients made here get tokens without a user's login and consent. Example:
-                  authctl clients add ci-runner --grant client_credentials --subject ci --scopes ffmpeg \\
-                    --resource https://mcp.example.com/ffmpeg
-                A client with one --resource gets tokens for it when the token request names none (mcp-proxy style).
-                --introspect lets the client ask /oauth/introspect about tokens issued to other clients.
+                Only clients made here get tokens without a user's login and consent, e.g.
+                  authctl clients add ci --grant client_credentials --subject ci \\
+                    --scopes ffmpeg --resource https://mcp.example.com/ffmpeg
+                A client with one --resource gets tokens for it when the token request names
+                none (mcp-proxy style). --introspect lets the client ask /oauth/introspect
+                about tokens issued to other clients.
                 """)
         @ParentCommand var root: AuthCtl
         @Argument(help: "A name for the client (shown by `clients list`).") var name: String
