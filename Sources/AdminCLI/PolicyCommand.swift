@@ -17,7 +17,10 @@ struct PolicyCommand: AsyncParsableCommand {
 
         func run() async throws {
             let loaded = try loadPolicyOrExit(path)
-            for warning in loaded.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+            // Lint beyond validity: forwardAuth routes that bypass a proxied backend's session binding (finding I).
+            for warning in loaded.warnings + SessionBindingLint.warnings(for: loaded.policy) {
+                FileHandle.standardError.write(Data("warning: \(warning)\n".utf8))
+            }
             let policy = loaded.policy
             print("policy OK: \(policy.routes.count) routes, \(policy.issuers.count) issuers (\(loaded.files.joined(separator: ", ")))")
         }
