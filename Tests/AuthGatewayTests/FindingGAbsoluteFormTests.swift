@@ -37,7 +37,10 @@ struct FindingGAbsoluteFormTests {
 
     @Test(
         "finding G: an absolute-form target the gateway cannot take the authority of is refused with 400",
-        arguments: ["http://alice@mcp.example.com/auth", "ftp://mcp.example.com/auth", "http:///auth", "http://mcp.example.com:x/auth"])
+        arguments: [
+            "http://alice@mcp.example.com/envoy/auth/ffmpeg/x", "ftp://mcp.example.com/envoy/auth/ffmpeg/x", "http:///envoy/auth/ffmpeg/x",
+            "http://mcp.example.com:x/envoy/auth/ffmpeg/x",
+        ])
     func malformedRefused(target: String) async throws {
         try await fixture.withGatewayServer { port in
             let connection = try RawHTTPConnection(port: port)
