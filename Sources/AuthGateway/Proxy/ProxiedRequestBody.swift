@@ -56,8 +56,9 @@ final class ProxiedRequestBody: Sendable {
         let task = try state.withLock { state -> Task<ByteBuffer?, any Error> in
             guard !state.stopped else { throw Stopped() }
             guard !state.ended else { return Task { nil } }
-            // async-http-client reads one chunk at a time; a second concurrent read would be the very bug above.
-            precondition(state.reading == nil, "one read of a request body at a time")
+            // async-http-client reads one chunk at a time; a second concurrent read would be the very bug above,
+            // so it fails that read (and with it the upload) instead of reaching the client's body.
+            guard state.reading == nil else { throw Stopped() }
             let box = self.box
             let task = Task { try await box.iterator.next() }
             state.reading = task
