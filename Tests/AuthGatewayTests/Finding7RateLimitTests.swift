@@ -113,7 +113,31 @@ extension Finding7RateLimitTests {
         let limiter = SourceRateLimiter(capacity: 100)
         let limit = RateLimit(count: 10, period: 60)
         for index in 0..<10_000 { _ = limiter.take("registration", source: "10.0.\(index / 256).\(index % 256)", limit: limit) }
-        #expect(limiter.count <= 100)
+        #expect(limiter.count <= 100 + 1, "the capacity, and one overflow bucket for the limit")
+    }
+
+    @Test("finding 7: a table filled with fresh addresses neither resets a limited address nor lets new ones through unlimited")
+    func fullTableKeepsCounts() {
+        let limiter = SourceRateLimiter(capacity: 100)
+        let limit = RateLimit(count: 2, period: 60)
+        let start = ContinuousClock.now
+        #expect(limiter.take("sign_in", source: "attacker", limit: limit, now: start) == nil)
+        #expect(limiter.take("sign_in", source: "attacker", limit: limit, now: start) == nil)
+        for index in 0..<300 { _ = limiter.take("sign_in", source: "fresh-\(index)", limit: limit, now: start) }
+        #expect(limiter.take("sign_in", source: "attacker", limit: limit, now: start) != nil, "the flood reset the attacker's own count")
+        #expect(limiter.take("sign_in", source: "fresh-1000", limit: limit, now: start) != nil, "sources past the capacity share one bucket")
+    }
+
+    @Test("finding 7: IPv6 sources are limited by their /64, IPv4 by the address", arguments: [
+        ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", true),
+        ("2001:db8:1:2::1", "2001:db8:1:3::1", false),
+        ("192.0.2.1", "192.0.2.2", false),
+        ("::ffff:192.0.2.1", "192.0.2.1", true),
+    ])
+    func sourceKeys(testCase: (String, String, Bool)) {
+        let first = SourceRateLimiter.sourceKey(IPAddress(testCase.0))
+        let second = SourceRateLimiter.sourceKey(IPAddress(testCase.1))
+        #expect((first == second) == testCase.2, "\(first) / \(second)")
     }
 
     @Test("finding 7: a limited address gets its requests back over the period")

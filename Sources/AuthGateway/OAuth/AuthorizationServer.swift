@@ -74,7 +74,7 @@ struct AuthorizationServer: Sendable {
         // be read, the peer itself (so a malformed header shares the proxy's bucket instead of escaping limits).
         let trusted = context.policy.gateway.trustedProxies
         let source = (try? ForwardedRequest(direct: request.head, peer: peer.peerAddress, trustedProxies: trusted))?.clientAddress ?? peer.peerAddress
-        let scope = RateLimitScope(source: source?.description ?? "unknown", limits: context.settings.rateLimits, limiter: limiter)
+        let scope = RateLimitScope(source: SourceRateLimiter.sourceKey(source), limits: context.settings.rateLimits, limiter: limiter)
         return await RateLimitScope.$current.withValue(scope) { await body(context) }
     }
 

@@ -5,11 +5,15 @@ import Synchronization
 
 /// Token buckets per (limit, source address): each address may spend `count` requests at once and gets them back
 /// at `count / period`. Memory is bounded: at `capacity` buckets, full (idle) ones are dropped, and if every bucket
-/// is still in use they are all forgotten rather than grown.
+/// is still in use, new sources share one overflow bucket per limit. Forgetting the busy buckets instead would let
+/// whoever fills the table with fresh addresses reset every count, their own included.
 final class SourceRateLimiter: Sendable {
     private struct Bucket {
         var tokens: Double
         var updated: ContinuousClock.Instant
+        /// Requests regained per second and the most it holds: buckets of different limits share one table.
+        let rate: Double
+        let burst: Double
     }
 
     let capacity: Int
@@ -25,27 +29,41 @@ final class SourceRateLimiter: Sendable {
         let burst = Double(limit.count)
         let key = name + " " + source
         return buckets.withLock { buckets in
-            var bucket = buckets[key] ?? Bucket(tokens: burst, updated: now)
-            let elapsed = now - bucket.updated
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            bucket.tokens = min(burst, bucket.tokens + max(0, seconds) * rate)
-            bucket.updated = now
-            guard bucket.tokens >= 1 else {
-                buckets[key] = bucket
-                return .seconds((1 - bucket.tokens) / rate)
-            }
-            bucket.tokens -= 1
+            let bucket = buckets[key] ?? Bucket(tokens: burst, updated: now, rate: rate, burst: burst)
             if buckets[key] == nil, buckets.count >= capacity {
                 // A bucket back at its burst is as good as none: drop those first.
                 buckets = buckets.filter { _, kept in
                     let idle = now - kept.updated
-                    return kept.tokens + (Double(idle.components.seconds) * rate) < burst
+                    return kept.tokens + (Double(idle.components.seconds) * kept.rate) < kept.burst
                 }
-                if buckets.count >= capacity { buckets.removeAll(keepingCapacity: true) }
+                if buckets.count >= capacity {
+                    let overflow = name + " overflow"
+                    return spend(&buckets, overflow, buckets[overflow] ?? Bucket(tokens: burst, updated: now, rate: rate, burst: burst), now: now)
+                }
             }
-            buckets[key] = bucket
-            return nil
+            return spend(&buckets, key, bucket, now: now)
         }
+    }
+
+    /// Refills `bucket` up to `now`, takes one request from it if it can and stores it under `key`.
+    private func spend(_ buckets: inout [String: Bucket], _ key: String, _ bucket: Bucket, now: ContinuousClock.Instant) -> Duration? {
+        var bucket = bucket
+        let elapsed = now - bucket.updated
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        bucket.tokens = min(bucket.burst, bucket.tokens + max(0, seconds) * bucket.rate)
+        bucket.updated = now
+        defer { buckets[key] = bucket }
+        guard bucket.tokens >= 1 else { return .seconds((1 - bucket.tokens) / bucket.rate) }
+        bucket.tokens -= 1
+        return nil
+    }
+
+    /// The key one source is limited under: an IPv4 address, or the /64 network of an IPv6 address (one host or
+    /// subscriber is normally given a whole /64, so its single addresses cost nothing to change).
+    static func sourceKey(_ address: IPAddress?) -> String {
+        guard let address else { return "unknown" }
+        guard address.bytes.count == 16 else { return address.description }
+        return address.bytes[0..<8].map { String($0, radix: 16) }.joined(separator: ".") + "/64"
     }
 
     var count: Int { buckets.withLock { $0.count } }
