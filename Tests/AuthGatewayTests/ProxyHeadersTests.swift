@@ -26,6 +26,16 @@ struct ProxyHeadersTests {
         #expect(headers["Accept"] == ["text/event-stream"])
     }
 
+    @Test("client-sent forwarding and client-address headers of any name never go upstream", arguments: [
+        "X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info", "X-Forwarded-Ssl", "X-Forwarded-Scheme",
+        "X-Forwarded-Client-Cert", "X-Client-IP", "True-Client-IP",
+    ])
+    func clientForwardingHeadersDropped(_ name: String) {
+        let headers = Self.upstream([(name, "mallory"), ("Accept", "text/event-stream")])
+        #expect(!headers.contains { $0.value == "mallory" }, "\(name)")
+        #expect(headers["Accept"] == ["text/event-stream"])
+    }
+
     @Test("finding 14: header names with an underscore and URL or method override headers never go upstream", arguments: [
         "Mcp_Session_Id", "X_Auth_Subject", "X-Auth_Subject", "X_Forwarded_For", "Authorization_", "X-Original-URL",
         "X-Rewrite-URL", "X-Original-URI", "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override",

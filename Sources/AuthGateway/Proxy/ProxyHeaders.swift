@@ -19,7 +19,7 @@ struct ProxyHeaders: Sendable {
     static let neverUpstream: Set<String> = [
         "host", "content-length", "authorization", "cookie", "forwarded", "x-forwarded-for", "x-forwarded-host",
         "x-forwarded-proto", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-server", "x-real-ip",
-        "x-forwarded-method", "x-forwarded-uri",
+        "x-forwarded-method", "x-forwarded-uri", "x-client-ip", "true-client-ip",
     ]
 
     /// Headers some backends take instead of the request line's path or method: the gateway decided on those.
@@ -47,6 +47,9 @@ struct ProxyHeaders: Sendable {
             if Self.hopByHop.contains(name) || Self.neverUpstream.contains(name) || clientOnly.contains(name) || dropped.contains(name) { continue }
             // Any X-Auth-* header, whatever the configured names: a backend may read the defaults.
             if name.hasPrefix("x-auth-") || name.hasPrefix("x_auth") || name.hasPrefix("x.auth") { continue }
+            // Any X-Forwarded-* header too (`-Tls-Client-Cert`, `-Ssl`, `-Scheme`…): a backend may trust what a proxy
+            // sets under those names, and here only the gateway sets them.
+            if name.hasPrefix("x-forwarded-") { continue }
             // WSGI and CGI backends read `Mcp_Session_Id` and `X_Auth_Subject` as the protected names (finding 14),
             // and some frameworks route or dispatch on override headers instead of the request line.
             if name.utf8.contains(UInt8(ascii: "_")) || Self.overrides.contains(name) { continue }
