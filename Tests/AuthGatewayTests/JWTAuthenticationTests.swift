@@ -158,6 +158,46 @@ struct JWTAuthenticationTests {
         }
     }
 
+    @Test("T24: ECDSA psychic signatures (r = s = 0, r or s >= n, r = s = 0 in DER) from the trusted ES256 kid are refused", arguments: [
+        TokenCase("r = s = 0, 64 zero bytes") { issuer, _ in
+            try issuer.es256(issuer.claims()) { _ in Data(count: 64) }
+        },
+        TokenCase("r = s = 0 in DER (MAYCAQACAQA)") { issuer, _ in
+            try issuer.es256(issuer.claims()) { _ in Data([0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00]) }
+        },
+        TokenCase("r = n, s of a real signature") { issuer, _ in
+            try issuer.es256(issuer.claims()) { real in p256Order + real.suffix(32) }
+        },
+        TokenCase("r of a real signature, s = n") { issuer, _ in
+            try issuer.es256(issuer.claims()) { real in real.prefix(32) + p256Order }
+        },
+        TokenCase("r = s = n") { issuer, _ in
+            try issuer.es256(issuer.claims()) { _ in p256Order + p256Order }
+        },
+        TokenCase("r = n + 1, s = n + 1") { issuer, _ in
+            try issuer.es256(issuer.claims()) { _ in p256OrderPlusOne + p256OrderPlusOne }
+        },
+        TokenCase("r = s = 2^256 - 1") { issuer, _ in
+            try issuer.es256(issuer.claims()) { _ in Data(repeating: 0xFF, count: 64) }
+        },
+        TokenCase("r = 0, s of a real signature") { issuer, _ in
+            try issuer.es256(issuer.claims()) { real in Data(count: 32) + real.suffix(32) }
+        },
+    ])
+    func t24PsychicSignatureIsRefused(_ tokenCase: TokenCase) async throws {
+        try await expectRefused(tokenCase)
+    }
+
+    @Test("T24 control: the real signature the psychic variants start from is accepted")
+    func t24ControlRealSignatureIsAccepted() async throws {
+        let issuer = Issuers.corp
+        try await withJWKSServer(serving: issuer.jwks()) { _, jwksURL in
+            let fixture = try GatewayFixture(policy: jwtPolicy(jwksURL: jwksURL))
+            let token = try issuer.es256(issuer.claims()) { real in real }
+            #expect(try await send(fixture, bearer: token).status == .ok)
+        }
+    }
+
     @Test("Tokens with header parameters the gateway does not understand are refused", arguments: [
         TokenCase("crit naming b64") { issuer, _ in
             try issuer.es256(issuer.claims(), header: ["crit": ["b64"], "b64": false])
@@ -394,6 +434,34 @@ extension JWTAuthenticationTests {
 }
 
 private func now() -> Int { Int(Date().timeIntervalSince1970) }
+
+/// n, the order of the P-256 group, as 32 big-endian bytes (SEC 2), and n + 1: an ECDSA verifier must refuse any r or
+/// s outside [1, n - 1] (CVE-2022-21449).
+private let p256Order = Data(hex: "FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551")
+private let p256OrderPlusOne = Data(hex: "FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632552")
+
+extension TestIssuer {
+    /// An ES256 token under the issuer's trusted kid whose signature is `tamper` applied to the real raw (r || s)
+    /// signature.
+    fileprivate func es256(_ claims: [String: Any], tamper: (Data) -> Data) throws -> String {
+        try sign(claims, header: ["alg": "ES256", "kid": ecKid, "typ": "JWT"]) { input in
+            tamper(try ecKey.signature(for: input).rawRepresentation)
+        }
+    }
+}
+
+extension Data {
+    fileprivate init(hex: String) {
+        var bytes: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            bytes.append(UInt8(hex[index..<next], radix: 16)!)
+            index = next
+        }
+        self.init(bytes)
+    }
+}
 
 /// A token whose signature is HMAC-SHA256 under `secret`, the classic algorithm-confusion forgery.
 private func hs256(_ claims: [String: Any], kid: String, secret: String) -> String {
