@@ -344,3 +344,90 @@ def test_jwks_is_cached_not_fetched_per_request(stack):
     for _ in range(5):
         assert stack.get("/ffmpeg/x", [s.bearer(stack.issuer.token())]).status == 200
     assert stack.issuer.jwks_fetches - before <= 1, f"JWKS fetched {stack.issuer.jwks_fetches - before}× for 5 tokens"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Issue 12: the proxy-gateway boundary cases of the attack table (SECURITY.md), through real Traefik 3.7
+
+
+# T3: alias spellings of the forwarded headers, each pointing at another route's path (or the public discovery
+# path, or another host). Whatever Traefik does with them (aliasHeadersStrategy: delete), the gateway must decide
+# on the real request Traefik forwards.
+T3_ALIAS_SETS = {
+    "X_Forwarded_Uri": lambda path: [("X_Forwarded_Uri", path)],
+    "X.Forwarded.Uri": lambda path: [("X.Forwarded.Uri", path)],
+    "X_Forwarded_Host": lambda path: [("X_Forwarded_Host", "other.example.com")],
+    "all aliases at once": lambda path: [("X_Forwarded_Uri", path), ("X.Forwarded.Uri", path),
+                                         ("X_Forwarded_Host", "other.example.com"),
+                                         ("X.Forwarded.Host", "other.example.com"),
+                                         ("X_Forwarded_Proto", "http"), ("X_Forwarded_Method", "OPTIONS")],
+}
+
+
+@pytest.mark.parametrize("aliases", list(T3_ALIAS_SETS), ids=list(T3_ALIAS_SETS))
+def test_t3_forwarded_header_aliases_through_traefik_do_not_change_the_decision(stack, aliases):
+    make = T3_ALIAS_SETS[aliases]
+    # No credential, aliases naming the public discovery document: the real path (/ffmpeg/x) needs a credential.
+    reply = stack.get("/ffmpeg/x", make("/.well-known/oauth-protected-resource/ffmpeg"))
+    assert reply.status == 401, reply
+    assert f'resource_metadata="{FFMPEG_RESOURCE_METADATA}"' in (reply.header("WWW-Authenticate") or ""), reply
+    # A memory-only key, aliases naming alice's openmemory stream (which that key opens): the real route is ffmpeg.
+    reply = stack.get("/ffmpeg/x", [*make("/openmemory/claude/sse/alice"),
+                                    s.bearer(stack.key("alice_memory_only"))])
+    assert reply.status == 403, reply
+    assert 'error="insufficient_scope"' in (reply.header("WWW-Authenticate") or ""), reply
+    # The same key on the real openmemory stream with aliases naming ffmpeg: decided (and bound) on the real path.
+    reply = stack.get("/openmemory/claude/sse/bob", [*make("/openmemory/claude/sse/alice"),
+                                                     s.bearer(stack.key("alice_memory_only"))])
+    assert reply.status == 403, reply
+    # A full key, aliases naming the trello route: allowed as the ffmpeg route, for the real path.
+    reply = stack.get("/ffmpeg/x", [*make("/trello/boards"), s.bearer(stack.key("alice"))])
+    assert reply.status == 200, reply
+    echo = echo_of(reply)
+    assert echo["backend"] == "ffmpeg", echo
+    assert echo["request_line"] == "GET /ffmpeg/x HTTP/1.1", echo["request_line"]
+    assert only(echo, "X-Auth-Route") == "ffmpeg"
+    assert only(echo, "X-Auth-Subject") == "alice"
+
+
+# T6: a client names the forwarded headers as hop-by-hop in Connection, hoping Traefik drops them before (or
+# after) it builds the forwardAuth request, so the gateway decides on missing metadata or a default "/".
+T6_CONNECTION_VALUES = ["X-Forwarded-Uri, X-Forwarded-Host", "X-Forwarded-For",
+                        "X-Forwarded-Uri, X-Forwarded-Host, X-Forwarded-Method, X-Forwarded-Proto, X-Forwarded-For"]
+
+
+@pytest.mark.parametrize("connection", T6_CONNECTION_VALUES)
+def test_t6_connection_hop_by_hop_forwarded_headers_through_traefik(stack, connection):
+    hop = ("Connection", connection)
+    # No credential: the real route's challenge (never a 400 for missing metadata, never a decision for "/").
+    reply = stack.get("/ffmpeg/x", [hop])
+    assert reply.status == 401, reply
+    assert f'resource_metadata="{FFMPEG_RESOURCE_METADATA}"' in (reply.header("WWW-Authenticate") or ""), reply
+    # A key without the real route's scope: 403 for ffmpeg.
+    reply = stack.get("/ffmpeg/x", [hop, s.bearer(stack.key("alice_memory_only"))])
+    assert reply.status == 403, reply
+    assert 'error="insufficient_scope"' in (reply.header("WWW-Authenticate") or ""), reply
+    # Another user's bound stream is still refused: the real path's capture is bound.
+    reply = stack.get("/openmemory/claude/sse/bob", [hop, s.bearer(stack.key("alice"))])
+    assert reply.status == 403, reply
+    # A valid key for the real path: allowed as the ffmpeg route, for that path.
+    reply = stack.get("/ffmpeg/x?t6=1", [hop, s.bearer(stack.key("alice"))])
+    assert reply.status == 200, reply
+    echo = echo_of(reply)
+    assert echo["request_line"] == "GET /ffmpeg/x?t6=1 HTTP/1.1", echo["request_line"]
+    assert only(echo, "X-Auth-Route") == "ffmpeg"
+    assert only(echo, "X-Auth-Subject") == "alice"
+
+
+# T16: an encoded '?' or '#' in the bound {user_id} segment. It decodes to a character no subject equals, so the
+# request is refused (by Traefik or the gateway), never allowed for alice (or as bob) on a path the backend could
+# read as another stream.
+@pytest.mark.parametrize("segment", ["alice%3F", "alice%3Fx", "alice%3f", "alice%23", "alice%23x", "bob%3Falice",
+                                     "bob%23alice", "%3Falice", "%23alice"])
+def test_t16_encoded_question_mark_and_hash_in_bound_segment_through_traefik(stack, segment):
+    path = f"/openmemory/claude/sse/{segment}"
+    for credential in (s.bearer(stack.key("alice")),
+                       s.bearer(stack.issuer.token(sub="alice", aud="https://mcp.example.com/openmemory",
+                                                   scope="memory"))):
+        reply = stack.get(path, [credential])
+        assert reply.status in (400, 403), f"{path}: {reply!r}"
