@@ -146,6 +146,21 @@ struct FastAuthRequestParserTests {
         #expect(request.asksToClose == closes)
     }
 
+    /// Found by the parser differential: NIO refuses `Content-Length: 0<TAB>` (400) while this parser read it as 0,
+    /// and NIO keeps a connection with `Connection: close<TAB>` open while this parser closed it.
+    @Test(
+        "a tab in a Content-Length or Connection value hands the request to the codec",
+        arguments: [
+            "Content-Length: 0\t", "Content-Length: \t0\t", "Content-Length: 0\t ", "Content-Length:\t0", "Connection: close\t",
+            "Connection: \tclose", "Connection: close\t, keep-alive", "Connection: keep-alive\t",
+        ])
+    func tabInFramingValueGoesToTheCodec(field: String) {
+        guard case .other = Self.parse(Self.head("POST /auth HTTP/1.1", ["Host: gw", field])) else {
+            Issue.record("\(field.debugDescription): not handed to the HTTP codec")
+            return
+        }
+    }
+
     @Test("an explicit empty body (Content-Length: 0) is a request it answers")
     func emptyBodyIsRead() {
         guard case .request(_, let length) = Self.parse(Self.head("POST /auth HTTP/1.1", ["Content-Length: 0"]) + "GET") else {

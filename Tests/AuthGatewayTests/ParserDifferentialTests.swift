@@ -1,4 +1,5 @@
 @testable import AuthGateway
+import Foundation
 import Testing
 
 /// The fast decision parser and SwiftNIO's HTTP/1 decoder never disagree on a request: for generated and mutated
@@ -8,7 +9,7 @@ struct ParserDifferentialTests {
     /// The kinds of request generated; each is counted on its own.
     enum MutationClass: String, CaseIterable {
         case valid, duplicateField, obsFold, bareCR, bareLF, nul, obsText, colonWhitespace, contentLength
-        case transferEncoding, pipelined, truncated, byteFlip, sizeLimits
+        case transferEncoding, connection, requestLine, pipelined, truncated, byteFlip, sizeLimits
     }
 
     /// A request before it is turned into bytes.
@@ -24,8 +25,10 @@ struct ParserDifferentialTests {
         }
     }
 
-    /// How many requests of each class one run generates.
-    static let perClass = 400
+    /// How many requests of each class one run generates (`PARSER_DIFFERENTIAL_CASES` to run more).
+    static let perClass = ProcessInfo.processInfo.environment["PARSER_DIFFERENTIAL_CASES"].flatMap { Int($0) } ?? 400
+    /// The generator's seed (`PARSER_DIFFERENTIAL_SEED` to explore others); 0x12 by default, so every run is the same.
+    static let seed = ProcessInfo.processInfo.environment["PARSER_DIFFERENTIAL_SEED"].flatMap { UInt64($0) } ?? 0x12
 
     static let methods = ["GET", "GET", "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "get"]
     static let targets = [
@@ -112,7 +115,8 @@ struct ParserDifferentialTests {
             return shape.bytes
         case .contentLength:
             let values = ["0", "0", "00", "+0", "-0", "0, 0", "0,0", " 0 ", "\t0", "1", "5", "-5", "+5", "05", "0x5", "",
-                "99999999999999999999", "18446744073709551616", "9223372036854775807", "5, 5", "0 0", "0\u{0B}"]
+                "99999999999999999999", "18446744073709551616", "9223372036854775807", "5, 5", "0 0", "0\u{0B}", "0\t", "0 ", "\t0\t",
+                "0\t "]
             var value = pick(values, &random)
             shape.fields.append(Array("\(pick(["Content-Length", "content-length", "CONTENT-LENGTH"], &random)): \(value)".utf8))
             if chance(30, &random) {
@@ -120,7 +124,10 @@ struct ParserDifferentialTests {
                 shape.fields.insert(Array("Content-Length: \(value)".utf8), at: at(&random, shape.fields.count + 1))
             }
             if chance(30, &random) { shape.fields.append(Array("Transfer-Encoding: chunked".utf8)) }
-            shape.body = Array(pick(["", "hello", "0\r\n\r\n", "GET /auth HTTP/1.1\r\nHost: x\r\n\r\n"], &random).utf8)
+            // A body as long as the value says when it is a small number, sometimes with a request behind it.
+            let length = Int(value).map { min(max($0, 0), 64) } ?? 0
+            shape.body = Array(repeating: UInt8(ascii: "x"), count: chance(80, &random) ? length : 5)
+            if chance(50, &random) { shape.body += Array("GET /auth HTTP/1.1\r\nHost: x\r\n\r\n".utf8) }
             return shape.bytes
         case .transferEncoding:
             let spelling = pick(["chunked", "Chunked", "CHUNKED", "chunked, identity", "identity, chunked", "\tchunked",
@@ -131,6 +138,24 @@ struct ParserDifferentialTests {
             if chance(25, &random) { shape.fields.append(Array("Content-Length: 0".utf8)) }
             shape.body = Array(pick(["0\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n", "", "GET /auth HTTP/1.1\r\nHost: x\r\n\r\n"], &random).utf8)
             return shape.bytes
+        case .connection:
+            let values = ["close", "Close", "CLOSE", "close, keep-alive", "keep-alive, close", "close\t", " close ", "clo se",
+                "closed", ",close", "close,", ", ,close", "upgrade", "keep-alive", "Keep-Alive", "te, close", "close\u{0B}", "",
+                "\tclose", "close\t, keep-alive", "keep-alive,\tclose", "keep-alive\t", "close \t", "close ,keep-alive"]
+            for _ in 0...(random.next() % 2) {
+                shape.fields.insert(
+                    Array("\(pick(["Connection", "connection", "CONNECTION"], &random)): \(pick(values, &random))".utf8),
+                    at: at(&random, shape.fields.count + 1))
+            }
+            return shape.bytes + (chance(60, &random) ? validShape(&random).bytes : [])
+        case .requestLine:
+            let spellings = ["GET /auth HTTP/1.1 ", "GET  /auth HTTP/1.1", "GET\t/auth HTTP/1.1", "GET /auth\tHTTP/1.1",
+                " GET /auth HTTP/1.1", "GET /auth HTTP/1.1\t", "GET /auth  HTTP/1.1", "GET /auth HTTP/1.10", "GET /auth HTTP/1.1.1",
+                "GET /auth HTTP/01.1", "GET /auth HTTP/1", "GET /auth", "GET /auth?a b HTTP/1.1", "GET /auth? HTTP/1.1",
+                "GET /auth?\u{7F} HTTP/1.1", "GET /envoy/auth/%2e%2e/admin HTTP/1.1", "GET /auth?x=%00 HTTP/1.1", "GET //auth HTTP/1.1",
+                "GET /auth/../auth HTTP/1.1", "GET auth HTTP/1.1", "GET /auth HTTP/1.1\r"]
+            shape.requestLine = Array(pick(spellings, &random).utf8)
+            return (chance(10, &random) ? Array("\r\n".utf8) : []) + shape.bytes
         case .pipelined:
             var second = validShape(&random).bytes
             if chance(40, &random) {
@@ -165,17 +190,18 @@ struct ParserDifferentialTests {
 
     /// What one connection carrying `bytes` yields through the fast path: the requests it reads, then NIO's parts for
     /// whatever it hands over (at the end of input too, as `FastAuthByteHandler` does); also each request's extent.
-    static func fastPath(_ bytes: [UInt8]) -> (events: [ParsedRequestEvent], requests: [Range<Int>], closed: Bool) {
+    static func fastPath(_ bytes: [UInt8], parse: Parser = realParser) -> (events: [ParsedRequestEvent], requests: [Range<Int>], closed: Bool) {
         var events: [ParsedRequestEvent] = []
         var requests: [Range<Int>] = []
         var offset = 0
         while offset < bytes.count {
-            let outcome = bytes[offset...].withUnsafeBytes { FastAuthRequestParser.parse($0) }
+            let outcome = parse(bytes[offset...])
             guard case .request(let request, let length) = outcome else { break }
             events.append(
                 .head(
                     method: request.method.rawValue, target: request.target, version: "HTTP/1.1", authority: request.authority,
-                    fields: request.headerFields.map { "\($0.name.rawName): \($0.value)" }))
+                    fields: request.headerFields.map { "\($0.name.rawName): \($0.value)" },
+                    keepAlive: !request.asksToClose))
             events.append(.end)
             requests.append(offset..<(offset + length))
             offset += length
@@ -186,9 +212,13 @@ struct ParserDifferentialTests {
         return (events, requests, false)
     }
 
+    typealias Parser = @Sendable (ArraySlice<UInt8>) -> FastAuthRequestParser.Outcome
+
+    static let realParser: Parser = { bytes in bytes.withUnsafeBytes { FastAuthRequestParser.parse($0) } }
+
     /// What the fast parser answers for `bytes`, in comparable terms.
-    static func outcome(_ bytes: ArraySlice<UInt8>) -> String {
-        switch bytes.withUnsafeBytes({ FastAuthRequestParser.parse($0) }) {
+    static func outcome(_ bytes: ArraySlice<UInt8>, parse: Parser) -> String {
+        switch parse(bytes) {
         case .incomplete: "incomplete"
         case .other: "other"
         case .request(let request, let length):
@@ -206,14 +236,14 @@ struct ParserDifferentialTests {
         var nioErrors = 0
         var disagreements = 0
         var description: String {
-            "\(cases) cases, \(readFast) requests read fast, \(handedOver) handed over, \(nioErrors) refused by NIO, \(disagreements) disagreements"
+            "\(cases) cases, \(readFast) requests read fast, \(handedOver) handed over, \(nioErrors) with a NIO error, \(disagreements) disagreements"
         }
     }
 
     /// Compares one case; returns a description of the disagreement, or nil.
-    static func disagreement(_ bytes: [UInt8], tally: inout Tally) -> String? {
+    static func disagreement(_ bytes: [UInt8], tally: inout Tally, parse: Parser = realParser) -> String? {
         let reference = NIORequestReference.events(bytes[...], closing: true)
-        let fast = fastPath(bytes)
+        let fast = fastPath(bytes, parse: parse)
         tally.readFast += fast.requests.count
         if fast.requests.last?.upperBound != bytes.count || fast.closed { tally.handedOver += fast.closed ? 0 : 1 }
         if reference.contains(where: { if case .error = $0 { true } else { false } }) { tally.nioErrors += 1 }
@@ -225,10 +255,10 @@ struct ParserDifferentialTests {
         // Bytes split across reads: any prefix of a request's bytes is either not enough yet or answered as the whole.
         var random = SeededGenerator(state: UInt64(bytes.count))
         for start in [0] + fast.requests.map(\.upperBound) where start < bytes.count {
-            let whole = outcome(bytes[start...])
+            let whole = outcome(bytes[start...], parse: parse)
             for _ in 0..<6 {
                 let cut = start + Int(random.next() % UInt64(bytes.count - start))
-                let part = outcome(bytes[start..<cut])
+                let part = outcome(bytes[start..<cut], parse: parse)
                 guard part == "incomplete" || part == whole else {
                     return "the first \(cut - start) bytes at \(start) are \(part), all of them \(whole)"
                 }
@@ -246,10 +276,25 @@ struct ParserDifferentialTests {
         return nil
     }
 
-    /// Per class (seed 0x12, 400 cases each), the last run counted: see the `counts` expectation messages.
+    // Counts with the default seed (0x12), 400 cases a class; each class also prints its line when run. "Read fast"
+    // counts requests (a pipelined case can have two), "handed over" cases where some bytes went to NIO, "NIO error"
+    // cases where NIO refused some of the bytes; seeds 1-3 at 2,000 cases a class found no disagreement either.
+    //   valid             329 read fast,  71 handed over,  22 NIO error    connection   130 read fast, 280 handed over, 190 NIO error
+    //   duplicateField    339 read fast,  61 handed over,  21 NIO error    requestLine   40 read fast, 360 handed over, 267 NIO error
+    //   obsFold             0 read fast, 400 handed over, 400 NIO error    pipelined    494 read fast, 218 handed over, 170 NIO error
+    //   bareCR              0 read fast, 400 handed over, 399 NIO error    truncated     42 read fast, 398 handed over, 398 NIO error
+    //   bareLF              0 read fast, 400 handed over, 400 NIO error    byteFlip      70 read fast, 330 handed over, 312 NIO error
+    //   nul                 0 read fast, 400 handed over, 400 NIO error    sizeLimits   226 read fast, 174 handed over,  14 NIO error
+    //   obsText           105 read fast, 295 handed over, 269 NIO error
+    //   colonWhitespace   139 read fast, 261 handed over, 243 NIO error
+    //   contentLength      38 read fast, 379 handed over, 350 NIO error
+    //   transferEncoding    0 read fast, 400 handed over, 304 NIO error
+    // It found one disagreement, fixed in FastAuthRequestParser: a tab in a Content-Length value (`0<TAB>`: NIO
+    // refuses it, the fast parser answered) or a Connection value (`close<TAB>`: NIO keeps the connection open, the fast
+    // parser closed it); such values now go to NIO (`FastAuthRequestParserTests.tabInFramingValueGoesToTheCodec`).
     @Test("the fast parser reads what NIO reads with the same request boundary, or hands the request over")
     func fastParserAgreesWithNIO() {
-        var random = SeededGenerator(state: 0x12)
+        var random = SeededGenerator(state: Self.seed)
         var tallies: [MutationClass: Tally] = [:]
         for mutation in MutationClass.allCases {
             var tally = Tally()
@@ -260,7 +305,7 @@ struct ParserDifferentialTests {
                 if let problem = Self.disagreement(bytes, tally: &tally) {
                     tally.disagreements += 1
                     reported += 1
-                    if reported <= 5 {
+                    if reported <= 50 {
                         Issue.record("\(mutation.rawValue): \(String(decoding: bytes, as: UTF8.self).debugDescription): \(problem)")
                     }
                 }
@@ -272,5 +317,34 @@ struct ParserDifferentialTests {
         // The generator is worth something only if the fast parser reads many of these requests itself.
         #expect((tallies[.valid]?.readFast ?? 0) > Self.perClass / 2, "valid: \(tallies[.valid]!)")
         #expect((tallies[.pipelined]?.readFast ?? 0) > Self.perClass / 2, "pipelined: \(tallies[.pipelined]!)")
+    }
+
+    /// The real parser reading `bytes` with the field name `hidden` respelled, so that it never sees that field.
+    static func blind(to hidden: String) -> Parser {
+        let name = Array(hidden.utf8)
+        return { bytes in
+            var copy = Array(bytes)
+            var index = 0
+            while index + name.count <= copy.count {
+                if copy[index..<(index + name.count)].elementsEqual(name, by: { $0 | 0x20 == $1 | 0x20 }) { copy[index] = UInt8(ascii: "Q") }
+                index += 1
+            }
+            return realParser(copy[...])
+        }
+    }
+
+    /// The differential is worth something only if it catches the classic smuggling bugs: a fast parser that ignored
+    /// `Transfer-Encoding` or `Content-Length` would be flagged.
+    @Test(
+        "a fast parser blind to a framing field is caught by the differential",
+        arguments: [("transfer-encoding", MutationClass.transferEncoding), ("content-length", .contentLength)])
+    func blindParserIsCaught(field: String, mutation: MutationClass) {
+        var random = SeededGenerator(state: 0x12)
+        var tally = Tally()
+        for _ in 0..<100 {
+            _ = Self.disagreement(Self.generate(mutation, &random), tally: &tally, parse: Self.blind(to: field))
+                .map { _ in tally.disagreements += 1 }
+        }
+        #expect(tally.disagreements > 10, "\(field) ignored: \(tally)")
     }
 }

@@ -86,14 +86,15 @@ enum FastAuthRequestParser {
                 authority = string(value)
                 continue
             case .contentLength:
-                // A body would have to be read past; only an explicit empty one stays here.
-                guard value.count == 1, value[value.startIndex] == UInt8(ascii: "0"),
+                // A body would have to be read past; only an explicit empty one stays here. NIO refuses a tab after
+                // the number and reads only spaces around `close`: a value with a tab goes to NIO, here and below.
+                guard !cursor.valueHadTab, value.count == 1, value[value.startIndex] == UInt8(ascii: "0"),
                     !fields.contains(where: { $0.name == .contentLength })
                 else { return .other }
             case .transferEncoding, .expect, .upgrade:
                 return .other
             case .connection:
-                guard let close = closeAsked(by: value) else { return .other }
+                guard !cursor.valueHadTab, let close = closeAsked(by: value) else { return .other }
                 asksToClose = asksToClose || close
             default:
                 break
@@ -133,6 +134,8 @@ enum FastAuthRequestParser {
         let bytes: UnsafeRawBufferPointer
         var position = 0
         var ranOut = false
+        /// Whether the value of the last field line read holds a tab (around it or inside).
+        var valueHadTab = false
 
         init(bytes: UnsafeRawBufferPointer) {
             self.bytes = bytes
@@ -186,10 +189,12 @@ enum FastAuthRequestParser {
             let name = bytes[nameStart..<position]
             position += 1
             let valueStart = position
+            valueHadTab = false
             while true {
                 guard position < bytes.count else { return ranOutHere() }
                 let byte = bytes[position]
                 if byte == UInt8(ascii: "\r") { break }
+                if byte == 0x09 { valueHadTab = true }
                 // Field content: visible ASCII, space, tab and obs-text; no bare LF, NUL or other controls.
                 guard byte == 0x09 || (byte >= 0x20 && byte != 0x7F) else { return nil }
                 position += 1

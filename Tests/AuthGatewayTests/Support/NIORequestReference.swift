@@ -6,15 +6,15 @@ import NIOHTTP1
 /// What an HTTP/1 request parser made of a byte stream, in the terms the decision path reads.
 enum ParsedRequestEvent: Equatable, CustomStringConvertible {
     /// A request head: method, target, the first `Host` value and every other field in order.
-    case head(method: String, target: String, version: String, authority: String?, fields: [String])
+    case head(method: String, target: String, version: String, authority: String?, fields: [String], keepAlive: Bool)
     case body([UInt8])
     case end
     case error(String)
 
     var description: String {
         switch self {
-        case .head(let method, let target, let version, let authority, let fields):
-            "head(\(method) \(target.debugDescription) \(version) host=\(authority?.debugDescription ?? "nil") \(fields))"
+        case .head(let method, let target, let version, let authority, let fields, let keepAlive):
+            "head(\(method) \(target.debugDescription) \(version) host=\(authority?.debugDescription ?? "nil") \(fields)\(keepAlive ? "" : " close"))"
         case .body(let bytes): "body(\(bytes.count) bytes)"
         case .end: "end"
         case .error(let error): "error(\(error))"
@@ -71,7 +71,8 @@ enum NIORequestReference {
                     }
                 }
                 events.append(
-                    .head(method: head.method.rawValue, target: head.uri, version: "\(head.version)", authority: authority, fields: fields))
+                    .head(method: head.method.rawValue, target: head.uri, version: "\(head.version)", authority: authority, fields: fields,
+                        keepAlive: head.isKeepAlive))
             case .body(let buffer):
                 let bytes = Array(buffer.readableBytesView)
                 if case .body(let earlier) = events.last {
