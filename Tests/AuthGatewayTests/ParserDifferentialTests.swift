@@ -347,4 +347,42 @@ struct ParserDifferentialTests {
         }
         #expect(tally.disagreements > 10, "\(field) ignored: \(tally)")
     }
+
+    /// Every byte value placed in each part of a decision request's head: the method, the target, the version, a field
+    /// name, before and after the colon, a value, and the line ends.
+    @Test("every byte value in every part of the head is read as NIO reads it or handed over")
+    func everyByteInEveryPart() {
+        let parts: [(String, (UInt8) -> [UInt8])] = [
+            ("method", { Array("GE".utf8) + [$0] + Array("T /auth HTTP/1.1\r\nHost: gw\r\n\r\n".utf8) }),
+            ("after the method", { Array("GET".utf8) + [$0] + Array("/auth HTTP/1.1\r\nHost: gw\r\n\r\n".utf8) }),
+            ("target", { Array("GET /auth?a".utf8) + [$0] + Array("b HTTP/1.1\r\nHost: gw\r\n\r\n".utf8) }),
+            ("before the version", { Array("GET /auth".utf8) + [$0] + Array("HTTP/1.1\r\nHost: gw\r\n\r\n".utf8) }),
+            ("version", { Array("GET /auth HTTP/1".utf8) + [$0] + Array("1\r\nHost: gw\r\n\r\n".utf8) }),
+            ("request line end", { Array("GET /auth HTTP/1.1".utf8) + [$0] + Array("\nHost: gw\r\n\r\n".utf8) }),
+            ("field name", { Array("GET /auth HTTP/1.1\r\nX-A".utf8) + [$0] + Array("b: v\r\nHost: gw\r\n\r\n".utf8) }),
+            ("before the colon", { Array("GET /auth HTTP/1.1\r\nX-A".utf8) + [$0] + Array(": v\r\nHost: gw\r\n\r\n".utf8) }),
+            ("after the colon", { Array("GET /auth HTTP/1.1\r\nX-A:".utf8) + [$0] + Array("v\r\nHost: gw\r\n\r\n".utf8) }),
+            ("value", { Array("GET /auth HTTP/1.1\r\nAuthorization: Bearer a".utf8) + [$0] + Array("b\r\nHost: gw\r\n\r\n".utf8) }),
+            ("value end", { Array("GET /auth HTTP/1.1\r\nX-A: v".utf8) + [$0] + Array("\r\nHost: gw\r\n\r\n".utf8) }),
+            ("Host value", { Array("GET /auth HTTP/1.1\r\nHost: g".utf8) + [$0] + Array("w\r\n\r\n".utf8) }),
+            ("Content-Length value", { Array("POST /auth HTTP/1.1\r\nHost: gw\r\nContent-Length: 0".utf8) + [$0] + Array("\r\n\r\n".utf8) }),
+            ("Connection value", { Array("GET /auth HTTP/1.1\r\nHost: gw\r\nConnection: close".utf8) + [$0] + Array("\r\n\r\nGET /auth HTTP/1.1\r\n\r\n".utf8) }),
+            ("line end", { Array("GET /auth HTTP/1.1\r\nHost: gw\r".utf8) + [$0] + Array("\r\n".utf8) }),
+            ("head end", { Array("GET /auth HTTP/1.1\r\nHost: gw\r\n".utf8) + [$0] + Array("\n".utf8) }),
+        ]
+        for (part, make) in parts {
+            var tally = Tally()
+            var reported = 0
+            for byte in UInt8.min...UInt8.max {
+                tally.cases += 1
+                let bytes = make(byte)
+                if let problem = Self.disagreement(bytes, tally: &tally) {
+                    tally.disagreements += 1
+                    reported += 1
+                    if reported <= 5 { Issue.record("byte \(byte) in the \(part): \(problem)") }
+                }
+            }
+            #expect(tally.disagreements == 0, "\(part): \(tally)")
+        }
+    }
 }
