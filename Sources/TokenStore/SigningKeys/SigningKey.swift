@@ -44,14 +44,19 @@ public struct SigningKey: Codable, Sendable, Equatable, FetchableRecord, Persist
 extension TokenStore {
     /// The current signing key, generating the first one if the store has none.
     public func currentSigningKey(now: Date = Date()) throws -> SigningKey {
-        try write { db in
-            if let current = try SigningKey.filter(Column("retiredAt") == nil).order(Column.rowID.desc).fetchOne(db) {
-                return current
-            }
+        // Read first: every sign-in and refresh issues a token, and a write transaction each time would take the
+        // store's write lock and expire the decision caches' change probe for nothing once the key exists.
+        if let current = try database.read(Self.unretiredSigningKey) { return current }
+        return try write { db in
+            if let current = try Self.unretiredSigningKey(db) { return current }
             let key = SigningKey.generate(now: now)
             try key.insert(db)
             return key
         }
+    }
+
+    private static func unretiredSigningKey(_ db: Database) throws -> SigningKey? {
+        try SigningKey.filter(Column("retiredAt") == nil).order(Column.rowID.desc).fetchOne(db)
     }
 
     /// Makes a new current key and retires the previous current one (which stays published).
