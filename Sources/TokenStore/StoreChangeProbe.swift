@@ -30,9 +30,9 @@ final class StoreChangeProbe: Sendable {
     private let value = Atomic<Int>(0)
     private let readAt = Atomic<Int64>(0)
 
-    /// The prepared `PRAGMA data_version`, whose pointer only the mutex's owner touches.
+    /// The prepared `PRAGMA data_version`, whose pointer only the mutex's owner touches; nil once closed.
     private struct PreparedStatement: ~Copyable {
-        let pointer: OpaquePointer
+        var pointer: OpaquePointer?
     }
 
     init(path: String) throws {
@@ -52,7 +52,18 @@ final class StoreChangeProbe: Sendable {
     }
 
     deinit {
-        statement.withLock { _ = sqlite3_finalize($0.pointer) }
+        statement.withLock { if let pointer = $0.pointer { _ = sqlite3_finalize(pointer) } }
+    }
+
+    /// Finalizes the statement and closes the connection now (the store file was replaced or removed): every later
+    /// `read()` throws, so nothing is decided from the file this probe watched.
+    func close() {
+        statement.withLock { statement in
+            if let pointer = statement.pointer { _ = sqlite3_finalize(pointer) }
+            statement.pointer = nil
+            readAt.store(0, ordering: .releasing)
+        }
+        try? queue.close()
     }
 
     /// The store's data version as of at most `reuseInterval` ago, or as of now after `expire()`.
@@ -61,12 +72,15 @@ final class StoreChangeProbe: Sendable {
         let at = readAt.load(ordering: .acquiring)
         if at != 0, now &- at < Self.reuseNanoseconds { return value.load(ordering: .relaxed) }
         return try statement.withLock { statement in
-            defer { sqlite3_reset(statement.pointer) }
-            let code = sqlite3_step(statement.pointer)
+            guard let pointer = statement.pointer else {
+                throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "the store's change probe is closed")
+            }
+            defer { sqlite3_reset(pointer) }
+            let code = sqlite3_step(pointer)
             guard code == SQLITE_ROW else {
                 throw DatabaseError(resultCode: ResultCode(rawValue: code), message: "PRAGMA data_version failed")
             }
-            let version = Int(sqlite3_column_int64(statement.pointer, 0))
+            let version = Int(sqlite3_column_int64(pointer, 0))
             value.store(version, ordering: .relaxed)
             // The time taken before the read: the value is at least that fresh.
             readAt.store(max(now, 1), ordering: .releasing)

@@ -22,6 +22,8 @@ struct OAuthError: Error, Sendable {
     var response: Response {
         var headers = OAuthResponse.noStoreHeaders
         if basicChallenge { headers[.wwwAuthenticate] = #"Basic realm="oauth""# }
+        // A store or signing failure: the client may retry, and should know when (as /auth's 503s say).
+        if status == .serviceUnavailable { headers[.retryAfter] = "5" }
         return OAuthResponse.json(["error": code, "error_description": description], status: status, headers: headers)
     }
 }
