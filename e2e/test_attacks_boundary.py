@@ -13,20 +13,16 @@ Own gateway (policy e2e/policy_boundary.yaml, `--log-level trace`) and Traefik, 
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
-import socket
 import threading
 
 import pytest
 import yaml
-from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect as ws_connect
-from websockets.sync.server import serve as ws_serve
 
 import e2e_support as s
 from conftest import child_env
+from websocket_support import WebSocketEcho, raw_upgrade_with_early_frame, ws_open, ws_refused
 
 POLICY = s.E2E_DIR / "policy_boundary.yaml"
 SITE_HOST = "site.example.com"
@@ -34,46 +30,7 @@ METADATA = "https://mcp.example.com/.well-known/oauth-protected-resource/"
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Stand-in backends: a WebSocket echo server and an HTTP echo server, both recording what reaches them
-
-
-class WebSocketEcho:
-    """A `websockets` server on 127.0.0.1:<free port>: records every HTTP request that reaches it (before the
-    handshake is validated) and every message; sends the identity it was given, then echoes each message."""
-
-    def __init__(self) -> None:
-        self.requests: list = []   # (path, [(name, value)]) of every request, upgraded or not
-        self.messages: list = []   # (path, message) of every frame received
-        self.lock = threading.Lock()
-        self.server = ws_serve(self._handle, s.LOOPBACK, 0, process_request=self._record, compression=None,
-                               ping_interval=None, open_timeout=s.SOCKET_TIMEOUT)
-        self.port = self.server.socket.getsockname()[1]
-        self.url = f"http://{s.LOOPBACK}:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="backend-ws", daemon=True)
-        self.thread.start()
-
-    def _record(self, connection, request):
-        with self.lock:
-            self.requests.append((request.path, list(request.headers.raw_items())))
-        return None  # go on with the handshake
-
-    def _handle(self, connection) -> None:
-        path = connection.request.path
-        headers = list(connection.request.headers.raw_items())
-        connection.send(json.dumps({"path": path, "headers": headers}))
-        for message in connection:
-            with self.lock:
-                self.messages.append((path, message))
-            connection.send(message)
-
-    def reached(self, marker: str) -> list:
-        """Requests and messages whose path contains `marker`."""
-        with self.lock:
-            return ([p for p, _ in self.requests if marker in p] + [p for p, _ in self.messages if marker in p])
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.thread.join(timeout=5)
+# Stand-in backends: a WebSocket echo server (websocket_support.py) and an HTTP echo server, both recording
 
 
 class RecordingEchoHandler(s.FfmpegHandler):
@@ -165,50 +122,12 @@ def unique(prefix: str) -> str:
 # WebSocket upgrade through Traefik + forwardAuth
 
 
-def ws_open(boundary, path: str, headers=()):
-    """A WebSocket client connection through Traefik's entrypoint, Host mcp.example.com (never via a proxy)."""
-    sock = socket.create_connection((s.LOOPBACK, boundary["traefik_port"]), timeout=s.SOCKET_TIMEOUT)
-    try:
-        return ws_connect(f"ws://{s.HOST}{path}", sock=sock, additional_headers=list(headers), proxy=None,
-                          compression=None, ping_interval=None, open_timeout=s.SOCKET_TIMEOUT,
-                          close_timeout=2)
-    except BaseException:
-        sock.close()
-        raise
-
-
-def ws_refused(boundary, path: str, headers=()):
-    """Asks to upgrade and expects a refusal; returns the websockets Response (status, headers, body)."""
-    with pytest.raises(InvalidStatus) as refused:
-        connection = ws_open(boundary, path, headers)
-        connection.close()
-    return refused.value.response
-
-
-def raw_upgrade_with_early_frame(boundary, path: str, headers=()) -> bytes:
-    """Sends an upgrade request and, without waiting for the answer, a masked text frame; returns the answer head."""
-    lines = [f"GET {path} HTTP/1.1", f"Host: {s.HOST}", "Upgrade: websocket", "Connection: Upgrade",
-             "Sec-WebSocket-Key: " + base64.b64encode(secrets.token_bytes(16)).decode(), "Sec-WebSocket-Version: 13"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    payload, mask = b"early frame", secrets.token_bytes(4)
-    frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    with socket.create_connection((s.LOOPBACK, boundary["traefik_port"]), timeout=s.SOCKET_TIMEOUT) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + frame)
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return answer.split(b"\r\n\r\n", 1)[0]
-
-
 @pytest.mark.parametrize("credential", ["none", "unknown_key", "wrong_scope_key"])
 def test_websocket_upgrade_without_valid_credential_is_refused_and_nothing_reaches_backend(boundary, credential):
     marker = unique("denied")
     headers = {"none": [], "unknown_key": [s.bearer("agk_" + secrets.token_hex(32))],
                "wrong_scope_key": [s.bearer(key(boundary, "tools"))]}[credential]
-    response = ws_refused(boundary, f"/ws/{marker}", headers)
+    response = ws_refused(boundary["traefik_port"], f"/ws/{marker}", headers)
     expected = 403 if credential == "wrong_scope_key" else 401
     assert response.status_code == expected, (response.status_code, response.headers, response.body)
     challenge = response.headers.get("WWW-Authenticate") or ""
@@ -219,7 +138,7 @@ def test_websocket_upgrade_without_valid_credential_is_refused_and_nothing_reach
 
 def test_websocket_upgrade_with_early_frame_and_no_credential_gets_401_and_no_frame_reaches_backend(boundary):
     marker = unique("early")
-    head = raw_upgrade_with_early_frame(boundary, f"/ws/{marker}")
+    head = raw_upgrade_with_early_frame(boundary["traefik_port"], f"/ws/{marker}")
     status_line = head.split(b"\r\n", 1)[0]
     assert status_line.startswith(b"HTTP/1.1 401 "), head
     assert b"101" not in status_line and b"sec-websocket-accept" not in head.lower(), head
@@ -231,7 +150,7 @@ def test_websocket_upgrade_with_valid_key_gets_101_and_frames_go_both_ways(bound
     marker = unique("echo")
     secret = key(boundary, "ws")
     credential = s.bearer(secret) if header == "Authorization" else ("X-API-Key", secret)
-    with ws_open(boundary, f"/ws/{marker}", [credential]) as connection:
+    with ws_open(boundary["traefik_port"], f"/ws/{marker}", [credential]) as connection:
         assert connection.response.status_code == 101, connection.response
         hello = json.loads(connection.recv(timeout=s.SOCKET_TIMEOUT))
         seen = hello["headers"]
@@ -247,12 +166,12 @@ def test_websocket_upgrade_with_valid_key_gets_101_and_frames_go_both_ways(bound
 
 def test_websocket_upgrade_with_revoked_key_is_401(boundary):
     issued = s.issue_key(boundary["authctl"], boundary["db"], "alice", "ws", name="e2e-ws-revoke")
-    with ws_open(boundary, f"/ws/{unique('before')}", [s.bearer(issued["key"])]) as connection:
+    with ws_open(boundary["traefik_port"], f"/ws/{unique('before')}", [s.bearer(issued["key"])]) as connection:
         assert connection.response.status_code == 101, "the key must upgrade before revocation"
     s.run_checked([str(boundary["authctl"]), "--db", str(boundary["db"]), "revoke-key", issued["id"]],
                   env=boundary["env"])
     marker = unique("revoked")
-    response = ws_refused(boundary, f"/ws/{marker}", [s.bearer(issued["key"])])
+    response = ws_refused(boundary["traefik_port"], f"/ws/{marker}", [s.bearer(issued["key"])])
     assert response.status_code == 401, (response.status_code, response.headers, response.body)
     assert 'error="invalid_token"' in (response.headers.get("WWW-Authenticate") or ""), response.headers
     assert boundary["ws"].reached(marker) == []
@@ -396,7 +315,7 @@ def test_t31_valid_key_in_query_parameter_is_not_a_credential(boundary, name):
 def test_t31_valid_key_in_query_cannot_upgrade_a_websocket(boundary):
     marker = unique("t31-ws")
     for name in ("access_token", "token", "api_key"):
-        response = ws_refused(boundary, f"/ws/{marker}?{name}={key(boundary, 'ws')}")
+        response = ws_refused(boundary["traefik_port"], f"/ws/{marker}?{name}={key(boundary, 'ws')}")
         assert response.status_code == 401, (name, response.status_code, response.headers)
     assert boundary["ws"].reached(marker) == []
 
