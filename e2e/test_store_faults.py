@@ -474,3 +474,30 @@ def test_store_replaced_by_a_restored_copy_is_reopened_and_a_revocation_on_it_co
     with sqlite3.connect(gw.db) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     print(f"restored copy: read after {noticed:.3f}s; revocation counted after {counted:.3f}s")
+
+
+def test_store_restored_in_place_through_sqlite_is_seen_like_any_change(store_gateway, tmp_path):
+    """The restore that needs no reopen: `sqlite3 store.db ".restore backup.db"` writes the copy into the open file
+    through SQLite's locks (same inode, same -wal), so the gateway sees it as a change like authctl's."""
+    gw = store_gateway
+    gw.start()
+    valid, refused = keys(gw)
+    to_revoke = gw.issue("revoked-after-the-restore")
+    saved = tmp_path / "backup.sqlite"
+    backup(gw.db, saved)
+    newer = gw.issue("issued-after-the-backup")
+    assert gw.decide("newer", newer["key"]) == 200
+
+    target = sqlite3.connect(gw.db, timeout=10)
+    source = sqlite3.connect(saved)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    refused["issued after the backup"] = newer["key"]
+    never_allowed(gw, refused)
+    gw.ctl("revoke-key", to_revoke["id"])
+    refused["revoked after the restore"] = to_revoke["key"]
+    never_allowed(gw, refused)
+    assert gw.decide("valid", valid) == 200
