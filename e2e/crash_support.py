@@ -39,14 +39,14 @@ class Budget:
     @staticmethod
     def from_environment() -> "Budget":
         # CRASH_LOOP_ITERATIONS=N: the long run (N authctl kills, N/4 gateway kills, up to CRASH_LOOP_SECONDS
-        # each, default one hour). Without it: the short loop scripts/test runs (about a minute in all).
+        # each, default one hour). Without it: the short loop scripts/test runs (about 80 s in all).
         iterations = int(os.environ.get("CRASH_LOOP_ITERATIONS", "0") or 0)
         seed = int(os.environ.get("CRASH_LOOP_SEED", "0") or 0) or random.SystemRandom().randrange(1, 2**31)
         if iterations > 0:
             seconds = float(os.environ.get("CRASH_LOOP_SECONDS", "3600"))
             return Budget(ctl_kills=iterations, gateway_kills=max(1, iterations // 4), seconds=seconds,
                           ctl_batch=100, gateway_batch=25, seed=seed)
-        seconds = float(os.environ.get("CRASH_LOOP_SECONDS", "40"))
+        seconds = float(os.environ.get("CRASH_LOOP_SECONDS", "30"))
         return Budget(ctl_kills=150, gateway_kills=60, seconds=seconds, ctl_batch=50, gateway_batch=20, seed=seed)
 
 

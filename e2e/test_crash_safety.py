@@ -12,7 +12,7 @@ revocation it printed is in force), every refresh token the gateway answered wit
 was accepted twice, and a refresh family never has two live branches.
 
 Short loop (default, part of `scripts/test`): 150 authctl kills and 60 gateway kills, each loop at most
-CRASH_LOOP_SECONDS (40). Long loop: `CRASH_LOOP_ITERATIONS=2000 python3 -m pytest e2e/test_crash_safety.py -s`
+CRASH_LOOP_SECONDS (30), about 80 s in all. Long loop: `CRASH_LOOP_ITERATIONS=2000 python3 -m pytest e2e/test_crash_safety.py -s`
 (N authctl kills, N/4 gateway kills, up to an hour each). CRASH_LOOP_SEED=<n> replays a run's random choices.
 """
 
@@ -58,6 +58,8 @@ class Site:
         self.db = workdir / f"{name}.sqlite"
         self.child = None
         self.starts = 0
+        self.sources = 0
+        self.host = f"127.0.0.1:{self.port}"
         o.scoped_logs(request)
 
     @property
@@ -110,7 +112,15 @@ class Site:
         return [str(self.authctl), "--db", str(self.db), *args]
 
     def auth(self, credential, path: str = "/notes/mcp") -> s.Reply:
-        return o.auth_check(self.port, f"127.0.0.1:{self.port}", credential, path)
+        """/auth as Traefik calls it, each call from another client address (X-Forwarded-For): the checks present
+        many revoked keys, which the failed-credential throttle would otherwise answer with 429."""
+        self.sources += 1
+        client = f"10.{(self.sources >> 16) & 255}.{(self.sources >> 8) & 255}.{self.sources & 255}"
+        headers = [("X-Forwarded-Method", "POST"), ("X-Forwarded-Proto", "http"), ("X-Forwarded-Host", self.host),
+                   ("X-Forwarded-Uri", path), ("X-Forwarded-For", client)]
+        if credential is not None:
+            headers.append(s.bearer(credential))
+        return s.request(self.port, "/auth", headers, host=self.host)
 
     def public_client(self) -> dict:
         return o.register_client(self.origin, [REDIRECT], client_name="crash loop", token_endpoint_auth_method="none",
@@ -479,6 +489,7 @@ def test_kill_9_gateway_during_refresh_rotation_never_splits_a_family(request, b
         batch_end = min(budget.gateway_kills, kills + budget.gateway_batch)
         while kills < batch_end and time.monotonic() - started < budget.seconds:
             if rng.random() < 0.1:  # during start-up: opening the store, migrations, the first signing key
+                site.stop()  # the one started for the set-up, if still running
                 child = site.spawn()
                 time.sleep(rng.uniform(0, 0.3))
                 site.child = child
@@ -535,3 +546,67 @@ def test_kill_9_gateway_during_refresh_rotation_never_splits_a_family(request, b
           f"ended by a rotation whose answer died with the gateway, {ledger.decisions} decision rounds, "
           f"{ledger.writes} registrations/client-credentials grants")
     assert kills >= min(budget.gateway_kills, 5), f"only {kills} gateway kills happened in {budget.seconds}s"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A store being created
+
+
+def test_kill_9_authctl_while_it_creates_a_new_store_leaves_one_that_opens(binaries, tmp_path, budget):
+    """The first command on a new path makes the directory (0700), the file (0600), WAL mode and every migration;
+    killed anywhere in that, the next command opens the store, finishes the migrations and works."""
+    _, authctl, _ = binaries
+    rng = random.Random(budget.seed + 2)
+    env = o.base_env()
+    typical = None
+    kills = 0
+    for n in range(max(16, budget.ctl_kills // 10)):
+        db = tmp_path / f"new-{n}" / "store.sqlite"
+        argv = [str(authctl), "--db", str(db), "issue-key", "--subject", "svc", "--scopes", "notes", "--json"]
+        delay = 120.0 if typical is None else rng.uniform(0, 1.05 * typical)
+        began = time.monotonic()
+        run = c.run_and_kill(argv, env, delay, cwd=s.REPO_ROOT)
+        if typical is None:
+            assert run.completed, run.stderr
+            typical = time.monotonic() - began
+        kills += run.killed
+        again = c.run_and_kill(argv, env, 120.0, cwd=s.REPO_ROOT)
+        assert again.completed, f"a store whose creation was killed after {delay * 1000:.1f} ms: {again.stderr}"
+        for path in (db, db.parent / (db.name + "-wal"), db.parent / (db.name + "-shm")):
+            if path.exists():
+                assert path.stat().st_mode & 0o077 == 0, f"{path} is open to group or others"
+        assert db.parent.stat().st_mode & 0o077 == 0
+        assert c.integrity(db) == ["ok"]
+        for printed in (run, again):
+            if printed.stdout:
+                assert c.key_state(db, json.loads(printed.stdout)["key"]) is not None, "a printed key is missing"
+    print(f"\ncrash loop new store: {kills} kills during store creation")
+    assert kills >= 5
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The worst moment, made certain
+
+
+def test_a_user_change_and_the_grant_revocations_it_implies_are_one_write(request, binaries, tmp_path):
+    """`user set` taking a scope or group away and `user disable` end the user's grants in the same transaction as the
+    change. A trigger makes the revocation fail, as if authctl died right before it: the user must be left as it
+    was (written in two transactions, the change stayed and the old grants kept working)."""
+    site = Site(request, binaries, tmp_path, "worst-moment")
+    site.start()
+    client_id = site.public_client()["client_id"]
+    site.ctl("user", "add", "dave", "--password-stdin", "--scopes", "notes,ledger", "--groups", "ops",
+             stdin="pw-dave-crash\n")
+    site.sign_in(client_id, "dave", "pw-dave-crash")
+    site.stop()
+    with c.connect(site.db) as connection:
+        connection.execute("CREATE TRIGGER crash_before_revocation BEFORE UPDATE OF revokedAt ON oauth_grant"
+                           " BEGIN SELECT RAISE(ABORT, 'simulated crash before the grant revocation'); END")
+    for change in (["user", "set", "dave", "--scopes", "ledger"], ["user", "set", "dave", "--groups", ""],
+                   ["user", "disable", "dave"]):
+        run = c.run_and_kill(site.ctl_argv(*change), site.env, 120.0, cwd=s.REPO_ROOT)
+        assert not run.completed, f"{change}: the revocation failed, so the command must fail: {run.stdout}"
+        user = c.rows(site.db, "SELECT scopes, groups, disabled FROM user WHERE username = 'dave'")[0]
+        assert (user["scopes"], user["groups"], user["disabled"]) == ("notes ledger", "ops", 0), \
+            f"{change} was written without the revocation of dave's grants: {dict(user)}"
+    assert c.half_written_rows(site.db) == {}

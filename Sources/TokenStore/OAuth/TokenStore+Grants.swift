@@ -154,9 +154,12 @@ extension TokenStore {
     /// Revokes every grant of a subject; returns how many were still active.
     @discardableResult
     public func revokeGrants(subject: String, now: Date = Date()) throws -> Int {
-        try write { db in
-            try OAuthGrant.filter(Column("subject") == subject && Column("revokedAt") == nil).updateAll(db, Column("revokedAt").set(to: now))
-        }
+        try write { db in try Self.revokeGrants(subject: subject, now: now, db: db) }
+    }
+
+    @discardableResult
+    static func revokeGrants(subject: String, now: Date, db: Database) throws -> Int {
+        try OAuthGrant.filter(Column("subject") == subject && Column("revokedAt") == nil).updateAll(db, Column("revokedAt").set(to: now))
     }
 
     /// Stores a login waiting for consent; returns the ticket the consent form carries.

@@ -38,9 +38,10 @@ extension TokenStore {
     public func setPassword(username: String, password: String, now: Date = Date()) throws -> User {
         if let problem = Credentials.passwordProblem(password) { throw TokenStoreError.invalidValue(problem) }
         let hash = Bcrypt.hash(password, cost: Credentials.bcryptCost)
-        return try updateUser(username) { user in
+        return try updateUser(username, now: now) { user in
             user.passwordHash = hash
             user.updatedAt = now
+            return false
         }
     }
 
@@ -53,8 +54,8 @@ extension TokenStore {
         {
             throw TokenStoreError.invalidValue(problem)
         }
-        var narrowed = false
-        let user = try updateUser(username) { user in
+        return try updateUser(username, now: now) { user in
+            var narrowed = false
             if let scopes {
                 narrowed = narrowed || !Set(user.scopeList).isSubset(of: scopes)
                 user.scopes = Self.joined(scopes)
@@ -64,9 +65,8 @@ extension TokenStore {
                 user.groups = Self.joined(groups)
             }
             user.updatedAt = now
+            return narrowed
         }
-        if narrowed { try revokeGrants(subject: username, now: now) }
-        return user
     }
 
     /// Space-separated, each name once, in the given order.
@@ -78,12 +78,11 @@ extension TokenStore {
     /// user holds, so refresh tokens do not outlive the account.
     @discardableResult
     public func setDisabled(username: String, _ disabled: Bool, now: Date = Date()) throws -> User {
-        let user = try updateUser(username) { user in
+        try updateUser(username, now: now) { user in
             user.disabled = disabled
             user.updatedAt = now
+            return disabled
         }
-        if disabled { try revokeGrants(subject: username, now: now) }
-        return user
     }
 
     /// The user if `password` is theirs and they are not disabled. Unknown users cost a hash too, so the answer
@@ -99,13 +98,16 @@ extension TokenStore {
 
     private static let decoyHash = Bcrypt.hash("decoy password for timing", cost: Credentials.bcryptCost)
 
-    private func updateUser(_ username: String, _ change: (inout User) -> Void) throws -> User {
+    /// Applies `change` to the user; when it returns true the user's OAuth grants are revoked in the same
+    /// transaction, so a process killed mid-way never leaves a narrowed or disabled user with working grants.
+    private func updateUser(_ username: String, now: Date, _ change: (inout User) -> Bool) throws -> User {
         try write { db in
             guard var user = try User.filter(Column("username") == username).fetchOne(db) else {
                 throw TokenStoreError.userNotFound(username: username)
             }
-            change(&user)
+            let endsGrants = change(&user)
             try user.update(db)
+            if endsGrants { try Self.revokeGrants(subject: username, now: now, db: db) }
             return user
         }
     }
