@@ -19,7 +19,6 @@ actor JWKSCache {
     }
 
     static let maximumDocumentSize = 1 << 20
-    static let fetchTimeout = TimeAmount.seconds(5)
 
     let issuer: IssuerPolicy
     private let client: HTTPClient
@@ -117,6 +116,10 @@ actor JWKSCache {
             (kid == nil || key.keyIdentifier?.string == kid) && Self.key(key, fits: alg)
         }
         guard candidates.count == 1, var key = candidates.first else { return nil }
+        // `collection.add` suspends, and a refetch may replace the key set meanwhile (actor reentrancy): the verifier
+        // is kept only if the set it was built from is still the one in force, so a key the refetch removed is
+        // never cached under the new set.
+        let builtFor = generation
         // The collection holds this one key only, chosen above by kid and algorithm, so making it the default
         // cannot make jwt-kit fall back to another key. The algorithm is pinned so the header cannot choose it.
         key.algorithm = JWK.Algorithm(rawValue: alg)
@@ -128,9 +131,9 @@ actor JWKSCache {
             logger.warning("JWKS key cannot be used", metadata: ["issuer": "\(issuer.name)", "error": "\(error)"])
             return nil
         }
+        guard generation == builtFor else { return nil }
         verifiers[cacheKey] = collection
-        let generation = generation
-        published.withLock { if $0.generation == generation { $0.verifiers[cacheKey] = collection } }
+        published.withLock { if $0.generation == builtFor { $0.verifiers[cacheKey] = collection } }
         return collection
     }
 
@@ -211,12 +214,32 @@ actor JWKSCache {
     }
 
     private func get(_ url: String) async throws -> Data {
-        var request = HTTPClientRequest(url: url)
-        request.headers.add(name: "Accept", value: "application/json")
-        let response = try await client.execute(request, timeout: Self.fetchTimeout)
-        guard response.status == .ok else { throw JWKSError.httpStatus(url, Int(response.status.code)) }
-        let body = try await response.body.collect(upTo: Self.maximumDocumentSize)
-        return Data(buffer: body)
+        try await Self.get(url, client: client, timeout: .milliseconds(Int64(issuer.jwksFetchTimeout * 1000)))
+    }
+
+    /// One GET whose head and body together must arrive within `timeout`: AsyncHTTPClient's own deadline ends when
+    /// the head arrives, so an issuer that sends a head and then stalls or trickles its body would otherwise hold the
+    /// shared fetch (and every decision waiting on it) for ever.
+    static func get(_ url: String, client: HTTPClient, timeout: Duration) async throws -> Data {
+        try await withThrowingTaskGroup(of: Data.self) { group in
+            group.addTask {
+                var request = HTTPClientRequest(url: url)
+                request.headers.add(name: "Accept", value: "application/json")
+                let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+                let response = try await client.execute(request, timeout: .nanoseconds(nanoseconds))
+                guard response.status == .ok else { throw JWKSError.httpStatus(url, Int(response.status.code)) }
+                // Refused as soon as more than the limit arrives (or is announced): the rest is never read.
+                let body = try await response.body.collect(upTo: maximumDocumentSize)
+                return Data(buffer: body)
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw JWKSError.timedOut(url, timeout)
+            }
+            defer { group.cancelAll() }
+            guard let document = try await group.next() else { throw JWKSError.timedOut(url, timeout) }
+            return document
+        }
     }
 
     /// Parses a JWKS, keeping the signature keys jwt-kit understands and skipping the others (encryption keys,
@@ -240,11 +263,13 @@ actor JWKSCache {
 enum JWKSError: Error, CustomStringConvertible {
     case httpStatus(String, Int)
     case invalidDocument(String)
+    case timedOut(String, Duration)
 
     var description: String {
         switch self {
         case .httpStatus(let url, let status): "GET \(url) answered \(status)"
         case .invalidDocument(let why): why
+        case .timedOut(let url, let timeout): "GET \(url) took longer than \(timeout)"
         }
     }
 }

@@ -7,6 +7,8 @@ enum IssuerSection {
     /// key must never be usable as a shared secret.
     static let supportedAlgorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
     static let maximumLeeway: TimeInterval = 300
+    /// The range `jwks_fetch_timeout` may take: long enough for a real issuer, short enough not to hold decisions.
+    static let jwksFetchTimeoutRange: ClosedRange<TimeInterval> = 0.1...60
 
     /// - Parameter publicURL: the gateway's public origin, which is the built-in authorization server's issuer.
     static func read(_ node: Node, reader: PolicyReader, publicURL: String?, environment: [String: String]) -> [(policy: IssuerPolicy, node: Node)] {
@@ -36,6 +38,7 @@ enum IssuerSection {
         let allowed: Set = [
             "issuer", "jwks_url", "discovery", "algorithms", "audience", "claims", "leeway",
             "jwks_min_refresh_interval", "jwks_cache_ttl", "jwks_stale_limit",
+            "jwks_fetch_timeout",
         ]
         guard let entries = reader.mapping(node, what, allowed: allowed) else { return nil }
         guard let issuerNode = entries["issuer"], let issuer = reader.nonEmptyString(issuerNode, "\(what).issuer") else {
@@ -87,9 +90,15 @@ enum IssuerSection {
         let refresh = entries["jwks_min_refresh_interval"].flatMap { reader.duration($0, "\(what).jwks_min_refresh_interval") } ?? 30
         let ttl = entries["jwks_cache_ttl"].flatMap { reader.duration($0, "\(what).jwks_cache_ttl") } ?? 300
         let stale = entries["jwks_stale_limit"].flatMap { reader.duration($0, "\(what).jwks_stale_limit") } ?? 3600
+        let fetchTimeout = entries["jwks_fetch_timeout"].flatMap { reader.duration($0, "\(what).jwks_fetch_timeout") }
+        if let fetchTimeout, !jwksFetchTimeoutRange.contains(fetchTimeout) {
+            reader.fail(entries["jwks_fetch_timeout"], "\(what).jwks_fetch_timeout must be between 0.1s and 60s")
+        }
         guard let keySource else { return nil }
-        return IssuerPolicy(
+        var policy = IssuerPolicy(
             name: name, issuer: issuer, keySource: keySource, algorithms: algorithms, audience: audience, claims: claims,
             leeway: leeway, jwksMinRefreshInterval: refresh, jwksCacheTTL: ttl, jwksStaleLimit: stale)
+        policy.jwksFetchTimeout = fetchTimeout ?? IssuerPolicy.defaultJWKSFetchTimeout
+        return policy
     }
 }

@@ -85,6 +85,11 @@ public struct IssuerPolicy: Sendable, Equatable {
     public var jwksCacheTTL: TimeInterval
     /// How long the last good keys keep verifying tokens while the issuer cannot be reached.
     public var jwksStaleLimit: TimeInterval
+    /// How long one fetch of the JWKS (or of the discovery document) may take in all, body included, before it counts
+    /// as failed: a slow or stalled issuer must not hold the decisions waiting on it.
+    public var jwksFetchTimeout: TimeInterval = IssuerPolicy.defaultJWKSFetchTimeout
+    /// `jwks_fetch_timeout` when the policy does not set it.
+    public static let defaultJWKSFetchTimeout: TimeInterval = 5
     /// Set for the gateway's own authorization server (`kind: builtin`), nil for external issuers.
     public var authorizationServer: AuthorizationServerSettings? = nil
 
