@@ -8,8 +8,9 @@ import TokenStore
 /// The `jwt` credential kind: a bearer JWT from one of the route's trusted issuers, verified against its JWKS.
 ///
 /// Algorithms are pinned per issuer (never `none` or HMAC), `exp` is required, `nbf`/`iat` are checked with the
-/// issuer's bounded leeway, `iss` must match exactly and `aud` must name the route's resource. Header parameters
-/// that point at other keys (`jku`, `x5u`, `jwk`, `x5c`) are never read.
+/// issuer's bounded leeway, the stated lifetime is at most the issuer's `max_token_lifetime`, `iss` must match
+/// exactly and `aud` must name the route's resource. Header parameters that point at other keys (`jku`, `x5u`,
+/// `jwk`, `x5c`) are never read; JWEs, `crit` and nested (`cty`) tokens are refused.
 public struct JWTAuthenticator: CredentialAuthenticator {
     public let kind = CredentialKind.jwt
     let caches: [String: JWKSCache]
@@ -46,7 +47,11 @@ public struct JWTAuthenticator: CredentialAuthenticator {
         guard case .token(let token) = BearerToken.read(from: request.headers) else { return .absent }
         // Three segments, counted as bytes: a cached token is never split (splitting, even by bytes, was the largest
         // cost of a cached JWT decision in perf).
-        guard token.utf8Count(of: UInt8(ascii: ".")) == 2 else { return .absent }
+        let dots = token.utf8Count(of: UInt8(ascii: "."))
+        guard dots == 2 else {
+            // Five segments is a JWE (RFC 7516 §7.1): never decrypted or unwrapped (pac4j GHSA-pm7g-w2cf-q238), refused.
+            return dots == 4 ? .invalid(reason: "JWE compact serialization (five segments) is not accepted") : .absent
+        }
         let digest = Data(token.utf8.withContiguousStorageIfAvailable { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
             ?? SHA256.hash(data: Data(token.utf8)))
         if let entry = verified.lookup(digest), route.route.issuers.contains(entry.issuer), let cache = caches[entry.issuer] {
@@ -69,9 +74,13 @@ public struct JWTAuthenticator: CredentialAuthenticator {
         if let typ = header["typ"] as? String, !["jwt", "at+jwt", "application/at+jwt"].contains(typ.lowercased()) {
             return .invalid(reason: "JWT typ '\(typ)' is not an access token")
         }
-        guard let unverified = Base64URL.decodeJSONObject(parts[1]), let iss = unverified["iss"] as? String else {
-            return .invalid(reason: "JWT has no iss claim")
+        // `cty` announces a nested token (RFC 7519 §5.2, `cty: JWT`) or other content: claims are read only from a
+        // plain claims set, so any `cty` is refused before the payload is looked at.
+        if header["cty"] != nil { return .invalid(reason: "JWT header has 'cty': nested or non-claims payloads are not accepted") }
+        guard let unverified = Base64URL.decodeJSONObject(parts[1]) else {
+            return .invalid(reason: "JWT payload is not a JSON claims object")
         }
+        guard let iss = unverified["iss"] as? String else { return .invalid(reason: "JWT has no iss claim") }
         guard let cache = route.route.issuers.lazy.compactMap({ caches[$0] }).first(where: { $0.issuer.issuer == iss }) else {
             return .invalid(reason: "JWT issuer is not trusted on route \(route.route.name)")
         }
@@ -132,6 +141,15 @@ public struct JWTAuthenticator: CredentialAuthenticator {
         }
         if let iat = claims["iat"] {
             guard let value = iat.numberValue, value <= now + issuer.leeway else { return .invalid(reason: "JWT issued in the future (iat)") }
+        }
+        // The lifetime the token states; without `iat`, what is left of it (the leeway covers the issuer's clock
+        // being ahead of ours). A token made for years is refused even though its signature is good.
+        if let iat = claims["iat"]?.numberValue {
+            guard exp - iat <= issuer.maxTokenLifetime else { return .invalid(reason: "JWT lifetime (exp - iat) exceeds max_token_lifetime") }
+        } else {
+            guard exp - now <= issuer.maxTokenLifetime + issuer.leeway else {
+                return .invalid(reason: "JWT without iat expires beyond max_token_lifetime")
+            }
         }
         guard claims["iss"]?.stringValue == issuer.issuer else { return .invalid(reason: "JWT iss does not match") }
         let audiences: [String]

@@ -19,7 +19,8 @@ enum BuiltinIssuerSection {
             }
             settings[keyPath: keyPath] = value
         }
-        duration("access_token_ttl", \.accessTokenLifetime, within: 1...86400)
+        // Never beyond the issuer's own max_token_lifetime, so every token it signs passes its own check.
+        duration("access_token_ttl", \.accessTokenLifetime, within: 1...IssuerPolicy.defaultMaxTokenLifetime)
         duration("refresh_token_ttl", \.refreshTokenLifetime, within: 60...(366 * 86400))
         duration("code_ttl", \.codeLifetime, within: 1...600)
         duration("consent_ttl", \.consentLifetime, within: 10...3600)

@@ -9,6 +9,8 @@ enum IssuerSection {
     static let maximumLeeway: TimeInterval = 300
     /// The range `jwks_fetch_timeout` may take: long enough for a real issuer, short enough not to hold decisions.
     static let jwksFetchTimeoutRange: ClosedRange<TimeInterval> = 0.1...60
+    /// The range `max_token_lifetime` may take: a second up to a year (Kong caps `maximum_expiration` there too).
+    static let tokenLifetimeRange: ClosedRange<TimeInterval> = 1...(365 * 86400)
 
     /// - Parameter publicURL: the gateway's public origin, which is the built-in authorization server's issuer.
     static func read(_ node: Node, reader: PolicyReader, publicURL: String?, environment: [String: String]) -> [(policy: IssuerPolicy, node: Node)] {
@@ -37,7 +39,7 @@ enum IssuerSection {
         let what = "issuers.\(name)"
         let allowed: Set = [
             "issuer", "jwks_url", "discovery", "algorithms", "audience", "claims", "leeway",
-            "jwks_min_refresh_interval", "jwks_cache_ttl", "jwks_stale_limit",
+            "jwks_min_refresh_interval", "jwks_cache_ttl", "jwks_stale_limit", "max_token_lifetime",
             "jwks_fetch_timeout",
         ]
         guard let entries = reader.mapping(node, what, allowed: allowed) else { return nil }
@@ -94,10 +96,19 @@ enum IssuerSection {
         if let fetchTimeout, !jwksFetchTimeoutRange.contains(fetchTimeout) {
             reader.fail(entries["jwks_fetch_timeout"], "\(what).jwks_fetch_timeout must be between 0.1s and 60s")
         }
+        var maxLifetime = IssuerPolicy.defaultMaxTokenLifetime
+        if let lifetimeNode = entries["max_token_lifetime"], let value = reader.duration(lifetimeNode, "\(what).max_token_lifetime") {
+            if tokenLifetimeRange.contains(value) {
+                maxLifetime = value
+            } else {
+                reader.fail(lifetimeNode, "\(what).max_token_lifetime must be between 1s and 365d")
+            }
+        }
         guard let keySource else { return nil }
         var policy = IssuerPolicy(
             name: name, issuer: issuer, keySource: keySource, algorithms: algorithms, audience: audience, claims: claims,
             leeway: leeway, jwksMinRefreshInterval: refresh, jwksCacheTTL: ttl, jwksStaleLimit: stale)
+        policy.maxTokenLifetime = maxLifetime
         policy.jwksFetchTimeout = fetchTimeout ?? IssuerPolicy.defaultJWKSFetchTimeout
         return policy
     }

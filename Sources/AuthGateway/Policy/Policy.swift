@@ -79,6 +79,9 @@ public struct IssuerPolicy: Sendable, Equatable {
     public var claims: ClaimMapping
     /// Clock skew tolerated for `exp`, `nbf` and `iat`.
     public var leeway: TimeInterval
+    /// The longest lifetime a token may state (`exp - iat`, or `exp - now` without `iat`), like Kong's
+    /// `maximum_expiration`: a token minted for years (a leaked signing key, an issuer bug) is refused.
+    public var maxTokenLifetime: TimeInterval = IssuerPolicy.defaultMaxTokenLifetime
     /// The shortest time between two JWKS fetches caused by unknown `kid`s or failures.
     public var jwksMinRefreshInterval: TimeInterval
     /// How long fetched keys are used before they are fetched again.
@@ -94,6 +97,9 @@ public struct IssuerPolicy: Sendable, Equatable {
     public var authorizationServer: AuthorizationServerSettings? = nil
 
     public var isBuiltin: Bool { authorizationServer != nil }
+
+    /// `max_token_lifetime` when the policy does not set it: a day, the longest `access_token_ttl` as well.
+    public static let defaultMaxTokenLifetime: TimeInterval = 86400
 
     /// Where the issuer's signing keys come from.
     public enum KeySource: Sendable, Equatable {

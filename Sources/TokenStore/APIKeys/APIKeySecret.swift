@@ -55,6 +55,14 @@ public enum RecordID {
 
 /// Compares two byte strings in time that depends only on their length, never on where they differ.
 public func constantTimeEquals(_ lhs: Data, _ rhs: Data) -> Bool {
+    constantTimeEquals(bytes: lhs, rhs)
+}
+
+/// The comparison behind `constantTimeEquals(_:_:)`, for any byte collections: it reads every byte of both (no early
+/// exit at the first difference), so the work depends only on the length. Generic so that a test can count the
+/// bytes it reads, which is the property that matters, instead of timing it.
+@inlinable
+public func constantTimeEquals<L: Collection<UInt8>, R: Collection<UInt8>>(bytes lhs: L, _ rhs: R) -> Bool {
     guard lhs.count == rhs.count else { return false }
     var difference: UInt8 = 0
     for (a, b) in zip(lhs, rhs) { difference |= a ^ b }
