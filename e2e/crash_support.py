@@ -11,6 +11,7 @@ store after the kills to prove it whole.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -68,11 +69,31 @@ class Run:
         return self.returncode == 0
 
 
-def run_and_kill(argv: list, env: dict, delay: float, stdin: Optional[str] = None, cwd: Optional[Path] = None) -> Run:
+def wal_state(db: Path) -> tuple:
+    try:
+        status = os.stat(str(db) + "-wal")
+        return status.st_size, status.st_mtime_ns
+    except FileNotFoundError:
+        return 0, 0
+
+
+def run_and_kill(argv: list, env: dict, delay: float, stdin: Optional[str] = None, cwd: Optional[Path] = None,
+                 at_commit: Optional[Path] = None) -> Run:
     """Runs `argv`, SIGKILLs it `delay` seconds after it was spawned (unless it ended before), and collects its
-    complete output. The PID is our own child's: nothing else is signalled."""
-    popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                             cwd=str(cwd) if cwd else None, start_new_session=True)
+    complete output. The PID is our own child's: nothing else is signalled.
+
+    With `at_commit` (a store path), the clock starts when the store's write-ahead log first grows (the command is
+    writing its transaction's pages, i.e. committing): `delay` is then counted from that moment, so microseconds land
+    in the middle of the commit and a millisecond after it."""
+    for attempt in range(5):
+        try:
+            popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env, cwd=str(cwd) if cwd else None, start_new_session=True)
+            break
+        except OSError as error:  # ETXTBSY: a build is relinking the binary this moment (shared tree)
+            if error.errno != errno.ETXTBSY or attempt == 4:
+                raise
+            time.sleep(1)
     try:
         if stdin is not None:
             try:
@@ -84,13 +105,21 @@ def run_and_kill(argv: list, env: dict, delay: float, stdin: Optional[str] = Non
         except BrokenPipeError:
             pass
         popen.stdin = None  # closed: communicate() must not flush it
+        if at_commit is not None:
+            initial = wal_state(at_commit)
+            limit = time.monotonic() + 60
+            while popen.poll() is None and time.monotonic() < limit:
+                state = wal_state(at_commit)
+                if state != initial and state[0] > 0:
+                    break
         deadline = time.monotonic() + delay
         while popen.poll() is None:
             left = deadline - time.monotonic()
             if left <= 0:
                 popen.send_signal(signal.SIGKILL)  # a zombie not yet reaped ignores it: the exit status tells
                 break
-            time.sleep(min(left, 0.002))
+            if left > 0.002:
+                time.sleep(min(left, 0.002))
         out, err = popen.communicate(timeout=60)
     finally:
         if popen.poll() is None:
@@ -100,14 +129,17 @@ def run_and_kill(argv: list, env: dict, delay: float, stdin: Optional[str] = Non
 
 
 def kill_delay(rng: random.Random, typical: float) -> float:
-    """A random moment in a command's life: a quarter in its first 2 ms (start-up, opening the store), a quarter in
-    its first 30 ms, half in the second half of its typical run time (where its write and its output are)."""
+    """A random moment in a command's life: a fifth in its first 2 ms (start-up), a fifth in its first 30 ms
+    (opening the store), the rest in the second half of its typical run time, more of it in the last 15 % (where
+    its write, its commit and its output are)."""
     roll = rng.random()
-    if roll < 0.25:
+    if roll < 0.2:
         return rng.uniform(0, 0.002)
-    if roll < 0.5:
+    if roll < 0.4:
         return rng.uniform(0, 0.030)
-    return rng.uniform(0.5 * typical, 1.05 * typical)
+    if roll < 0.7:
+        return rng.uniform(0.5 * typical, 1.05 * typical)
+    return rng.uniform(0.85 * typical, 1.02 * typical)
 
 
 def digest(secret: str) -> bytes:
