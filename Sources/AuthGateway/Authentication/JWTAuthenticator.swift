@@ -118,6 +118,8 @@ public struct JWTAuthenticator: CredentialAuthenticator {
     private func outcome(for claims: TokenClaims, issuer: IssuerPolicy, route: RoutePolicy) async -> AuthenticationOutcome {
         let now = Date()
         let outcome = Self.principal(from: claims, issuer: issuer, route: route, now: now.timeIntervalSince1970)
+        // The signature verified: a refusal from here on is no guess (see `invalidSigned`).
+        if case .invalid(let reason) = outcome { return .invalidSigned(reason: reason) }
         guard issuer.isBuiltin, case .principal(var principal) = outcome else { return outcome }
         guard let store, let grantID = claims["sid"]?.stringValue else { return .invalid(reason: "built-in token has no grant") }
         let status: GrantStatus
@@ -127,7 +129,7 @@ public struct JWTAuthenticator: CredentialAuthenticator {
             return .unavailable(reason: "token store lookup failed: \(error)")
         }
         // The status may be cached from before a key's expiry: its end is compared with the clock on every request.
-        guard status.isActive(at: now), case .active(_, let onlyRoute) = status else { return .invalid(reason: "grant \(grantID) is not active") }
+        guard status.isActive(at: now), case .active(_, let onlyRoute) = status else { return .invalidSigned(reason: "grant \(grantID) is not active") }
         if let onlyRoute { principal.restrictedToRoute = onlyRoute }
         return .principal(principal)
     }

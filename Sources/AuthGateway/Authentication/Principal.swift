@@ -53,6 +53,11 @@ public enum AuthenticationOutcome: Sendable {
     case absent
     /// The credential is present but not acceptable: stop and deny. The reason is for logs only.
     case invalid(reason: String)
+    /// A token whose signature verified, but that is not acceptable here (expired, not yet valid, another audience,
+    /// a grant no longer active): deny as `invalid`, but it is no guess (the client holds a token the issuer really
+    /// signed), so it never counts toward `gateway.failed_credentials` and is always answered 401, which tells the
+    /// client to refresh.
+    case invalidSigned(reason: String)
     /// A dependency (store, JWKS) could not be reached: fail closed with 503.
     case unavailable(reason: String)
     case principal(Principal)

@@ -33,6 +33,9 @@ public struct Denial: Sendable, Equatable {
         case untrusted
         /// 503: a dependency needed to decide is down; never an allow.
         case unavailable
+        /// 429 with `Retry-After` (seconds): too many failed credentials from the client's address
+        /// (`gateway.failed_credentials`). One answer whatever the credential was, so it tells nothing about it.
+        case throttled(retryAfter: Int)
     }
 
     public let kind: Kind
@@ -40,6 +43,9 @@ public struct Denial: Sendable, Equatable {
     public let route: RoutePolicy?
     /// Why, for the log line only; never sent to the client.
     public let reason: String
+    /// The request carried a credential that proves nothing (unknown, revoked or expired key, a JWT whose signature
+    /// does not verify, an unsafe path-context identity): it counts toward `gateway.failed_credentials`.
+    var failedCredential = false
 
     public static func == (lhs: Denial, rhs: Denial) -> Bool {
         lhs.kind == rhs.kind && lhs.route?.name == rhs.route?.name && lhs.reason == rhs.reason

@@ -46,8 +46,16 @@ public struct DenialResponse: Sendable, Equatable {
             status = 503
             challenge = nil
             body = Self.body(error: "temporarily_unavailable", description: "The gateway cannot decide this request right now.")
+        case .throttled:
+            status = 429
+            challenge = nil
+            body = Self.body(error: "too_many_requests", description: "Too many failed credentials from this address; retry later.")
         }
-        retryAfter = denial.kind == .unavailable ? "5" : nil
+        switch denial.kind {
+        case .unavailable: retryAfter = "5"
+        case .throttled(let seconds): retryAfter = String(max(1, seconds))
+        default: retryAfter = nil
+        }
     }
 
     /// The URL of the route's protected resource metadata (RFC 9728 §3.1: the well-known path inserted before the

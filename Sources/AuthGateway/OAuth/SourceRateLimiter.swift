@@ -18,6 +18,10 @@ final class SourceRateLimiter: Sendable {
 
     let capacity: Int
     private let buckets = Mutex<[String: Bucket]>([:])
+    /// When a full table was last searched for idle buckets: at most one search a second, because each one reads
+    /// the whole table under the lock, and a flood from fresh addresses (failed credentials from many IPv6 /64s)
+    /// would otherwise pay for one on every request.
+    private let lastSweep = Mutex<ContinuousClock.Instant?>(nil)
 
     init(capacity: Int = 10_000) {
         self.capacity = capacity
@@ -30,18 +34,27 @@ final class SourceRateLimiter: Sendable {
         let key = name + " " + source
         return buckets.withLock { buckets in
             let bucket = buckets[key] ?? Bucket(tokens: burst, updated: now, rate: rate, burst: burst)
-            if buckets[key] == nil, buckets.count >= capacity {
+            if buckets[key] == nil, buckets.count >= capacity, sweepDue(now) {
                 // A bucket back at its burst is as good as none: drop those first.
                 buckets = buckets.filter { _, kept in
                     let idle = now - kept.updated
                     return kept.tokens + (Double(idle.components.seconds) * kept.rate) < kept.burst
                 }
-                if buckets.count >= capacity {
-                    let overflow = name + " overflow"
-                    return spend(&buckets, overflow, buckets[overflow] ?? Bucket(tokens: burst, updated: now, rate: rate, burst: burst), now: now)
-                }
+            }
+            if buckets[key] == nil, buckets.count >= capacity {
+                let overflow = name + " overflow"
+                return spend(&buckets, overflow, buckets[overflow] ?? Bucket(tokens: burst, updated: now, rate: rate, burst: burst), now: now)
             }
             return spend(&buckets, key, bucket, now: now)
+        }
+    }
+
+    /// Whether a full table may be searched for idle buckets now (called under the buckets' lock).
+    private func sweepDue(_ now: ContinuousClock.Instant) -> Bool {
+        lastSweep.withLock { last in
+            if let last, now - last < .seconds(1), now >= last { return false }
+            last = now
+            return true
         }
     }
 

@@ -25,6 +25,11 @@ public struct GatewaySettings: Sendable {
     public var identityHeaders: IdentityHeaderNames
     /// A header that carries an API key as its whole value, besides `Authorization: Bearer`.
     public var apiKeyHeader: String?
+    /// How many failed credentials (`invalid_token` that proves nothing) one client address may send before the
+    /// decision endpoints answer 429; nil when off (`failed_credentials: off`).
+    public var failedCredentials: RateLimit? = GatewaySettings.defaultFailedCredentials
+    /// 30 a minute: a client whose key was revoked retries far less often; guessing gets one try per 2 s.
+    public static let defaultFailedCredentials = RateLimit(count: 30, period: 60)
 
     /// `scheme://host[:port]` of the public URL: where well-known documents live even when `publicURL` has a path.
     public var origin: String {

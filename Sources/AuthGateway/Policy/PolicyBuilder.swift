@@ -72,7 +72,7 @@ struct PolicyBuilder {
 /// The `gateway:` section.
 enum GatewaySection {
     static func read(_ node: Node, reader: PolicyReader) -> GatewaySettings? {
-        let allowed: Set = ["public_url", "realm", "trusted_proxies", "identity_headers", "api_key_header"]
+        let allowed: Set = ["public_url", "realm", "trusted_proxies", "identity_headers", "api_key_header", "failed_credentials"]
         guard let entries = reader.mapping(node, "gateway", allowed: allowed) else { return nil }
         guard let publicURLNode = entries["public_url"] else {
             reader.fail(node, "gateway.public_url is required (the origin clients use, e.g. https://mcp.example.com)")
@@ -117,7 +117,19 @@ enum GatewaySection {
                 }
             }
         }
+        var failedCredentials: RateLimit? = GatewaySettings.defaultFailedCredentials
+        if let limitNode = entries["failed_credentials"], let text = reader.string(limitNode, "gateway.failed_credentials") {
+            if text == "off" {
+                failedCredentials = nil
+            } else if let limit = RateLimit(text) {
+                failedCredentials = limit
+            } else {
+                reader.fail(limitNode, "gateway.failed_credentials: '\(text)' is not N/s, N/min or N/h (or off)")
+            }
+        }
         guard let publicURL, let trusted else { return nil }
-        return GatewaySettings(publicURL: publicURL, realm: realm, trustedProxies: trusted, identityHeaders: headers, apiKeyHeader: apiKeyHeader)
+        return GatewaySettings(
+            publicURL: publicURL, realm: realm, trustedProxies: trusted, identityHeaders: headers, apiKeyHeader: apiKeyHeader,
+            failedCredentials: failedCredentials)
     }
 }

@@ -29,6 +29,9 @@ public final class Gateway: Sendable {
     public let usage: LastUsedRecorder
     /// Outlives policy reloads: the keys do not change with the policy.
     private let keyCache = APIKeyCache()
+    /// Failed credentials per client address (`gateway.failed_credentials`); outlives policy reloads, so a reload
+    /// does not hand a guesser a fresh budget.
+    let failedCredentials = SourceRateLimiter()
     /// MCP sessions opened through the reverse proxy, bound to their principals; they outlive policy reloads.
     public let sessionBindings = SessionBindings()
     /// Circuit breakers, health checks and stream counts of the path-style backends.
@@ -49,7 +52,9 @@ public final class Gateway: Sendable {
             logger.error("cannot create the signing key", metadata: ["error": "\(error)"])
         }
         self.generation = Mutex(
-            Self.makeGeneration(policy: policy, store: store, usage: usage, keyCache: keyCache, client: httpClient, logger: logger, traefik: traefikOptions, previous: nil))
+            Self.makeGeneration(
+                policy: policy, store: store, usage: usage, keyCache: keyCache, failedCredentials: failedCredentials, client: httpClient, logger: logger,
+                traefik: traefikOptions, previous: nil))
         backendHealth.sync(with: policy)
     }
 
@@ -61,14 +66,17 @@ public final class Gateway: Sendable {
     /// Replaces the policy for every request that starts from now on.
     public func apply(_ policy: Policy) {
         let previous = generation.withLock { $0 }
-        let next = Self.makeGeneration(policy: policy, store: store, usage: usage, keyCache: keyCache, client: httpClient, logger: logger, traefik: traefikOptions, previous: previous)
+        let next = Self.makeGeneration(
+            policy: policy, store: store, usage: usage, keyCache: keyCache, failedCredentials: failedCredentials, client: httpClient, logger: logger,
+            traefik: traefikOptions, previous: previous)
         generation.withLock { $0 = next }
         backendHealth.sync(with: policy)
         sessionBindings.removeRoutes(notIn: Set(policy.routes.filter { $0.backend.pathStyle != nil }.map(\.name)))
     }
 
     private static func makeGeneration(
-        policy: Policy, store: TokenStore, usage: LastUsedRecorder, keyCache: APIKeyCache, client: HTTPClient, logger: Logger,
+        policy: Policy, store: TokenStore, usage: LastUsedRecorder, keyCache: APIKeyCache, failedCredentials: SourceRateLimiter, client: HTTPClient,
+        logger: Logger,
         traefik: TraefikConfiguration.Options?, previous: Generation?
     ) -> Generation {
         let jwt = JWTAuthenticator(issuers: policy.issuers, client: client, logger: logger, store: store, reusing: previous?.jwt)
@@ -86,7 +94,7 @@ public final class Gateway: Sendable {
             }
         }
         return Generation(
-            engine: DecisionEngine(policy: policy, authenticators: authenticators), jwt: jwt, traefikConfiguration: traefikConfiguration,
+            engine: DecisionEngine(policy: policy, authenticators: authenticators, failedCredentials: failedCredentials), jwt: jwt, traefikConfiguration: traefikConfiguration,
             proxyHeaders: ProxyHeaders(gateway: policy.gateway))
     }
 
