@@ -57,14 +57,15 @@ final class StoreGeneration: Sendable {
     /// at the path next, and the old file's pages in the `-wal` read (and checkpointed) as the new file's.
     ///
     /// A passive checkpoint first copies what it can of the `-wal` into the old file, which keeps its changes if
-    /// that file was only moved away and comes back. Reads in progress finish first (the pool's barrier); later
-    /// ones fail, which callers answer with 503.
+    /// that file was only moved away and comes back. The files are compared and removed while this opening still
+    /// holds them open, so their inode numbers cannot have been reused by another file yet. Reads in progress
+    /// finish first (the pool's barrier); later ones fail, which callers answer with 503.
     func retire() {
         try? pool.writeWithoutTransaction { db in _ = try db.execute(sql: "PRAGMA wal_checkpoint(PASSIVE)") }
-        probe.close()
-        try? pool.close()
         for (companion, identity) in journal where identity.isSameFile(as: FileIdentity.of(companion)) {
             unlink(companion)
         }
+        probe.close()
+        try? pool.close()
     }
 }
