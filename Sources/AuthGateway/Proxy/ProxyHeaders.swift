@@ -7,7 +7,7 @@ import NIOHTTP1
 /// Towards the backend: never hop-by-hop headers (RFC 9110 §7.6.1, plus every name the `Connection` header lists),
 /// never the client's credential (`Authorization`, the API key header) or cookies, never a client-sent identity
 /// header (`X-Auth-*` or the configured names) or forwarding header; the gateway adds its own identity headers and
-/// `X-Forwarded-*` instead, never a name with `_` nor a path or method override header. Towards the client:
+/// `X-Forwarded-*` instead, never a name with `_` or `.` nor a path or method override header. Towards the client:
 /// everything but hop-by-hop headers, framing (the gateway's own server sets it) and cookies named like the
 /// gateway's own.
 struct ProxyHeaders: Sendable {
@@ -51,8 +51,9 @@ struct ProxyHeaders: Sendable {
             // sets under those names, and here only the gateway sets them.
             if name.hasPrefix("x-forwarded-") { continue }
             // WSGI and CGI backends read `Mcp_Session_Id` and `X_Auth_Subject` as the protected names (finding 14),
-            // and some frameworks route or dispatch on override headers instead of the request line.
-            if name.utf8.contains(UInt8(ascii: "_")) || Self.overrides.contains(name) { continue }
+            // PHP reads `X.Forwarded.Prefix` or `Mcp.Session.Id` the same way (attack table T2/T11), and some
+            // frameworks route or dispatch on override headers instead of the request line.
+            if name.utf8.contains(where: { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") }) || Self.overrides.contains(name) { continue }
             headers.add(name: field.name.rawName, value: field.value)
         }
         for field in identity { headers.add(name: field.name.rawName, value: field.value) }
