@@ -508,6 +508,7 @@ def test_jwks_answering_100_mb_is_capped_and_rss_stays_bounded(start, jwks, mode
     # 100 MB per fetch would be 800 MB; the limit is 1 MiB plus socket buffers.
     assert after - before < 64 * 1024, f"RSS grew from {before} KiB to {after} KiB"
     per_fetch = jwks.huge_bytes_sent / max(jwks.fetches, 1)
+    print(f"{mode}: RSS {before} -> {after} KiB over {jwks.fetches - fetches} fetches; {per_fetch:.0f} bytes sent per fetch")
     assert per_fetch < 16 * 1024 * 1024, f"the gateway read {per_fetch:.0f} bytes per fetch"
     api_key_decides_normally(gw)
 
