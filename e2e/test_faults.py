@@ -330,13 +330,16 @@ class Gateway:
         if ("authgateway (faults)", self.log_path) in s.ACTIVE_LOGS:
             s.ACTIVE_LOGS.remove(("authgateway (faults)", self.log_path))
 
-    def auth(self, path: str = FFMPEG, token: str | None = None, api_key: str | None = None) -> s.Reply:
+    def auth(self, path: str = FFMPEG, token: str | None = None, api_key: str | None = None,
+             client: str | None = None) -> s.Reply:
         """`/auth` exactly as Traefik's forwardAuth calls it, from the trusted peer."""
-        # A new client address per request: these tests send many refused credentials on purpose, and the
-        # per-address throttle of failed credentials (429) is not what they are about.
-        client = next(_CLIENT_ADDRESSES)
+        if client is None:
+            # A new client address per request: these tests send many refused credentials on purpose, and the
+            # per-address throttle of failed credentials (429) is not what they are about.
+            n = next(_CLIENT_ADDRESSES)
+            client = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
         headers = [("X-Forwarded-Method", "GET"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", s.HOST),
-                   ("X-Forwarded-Uri", path), ("X-Forwarded-For", f"10.{client >> 16 & 255}.{client >> 8 & 255}.{client & 255}")]
+                   ("X-Forwarded-Uri", path), ("X-Forwarded-For", client)]
         if token is not None:
             headers.append(s.bearer(token))
         if api_key is not None:
@@ -754,7 +757,9 @@ def test_clock_jumps_never_revive_expired_tokens_and_keep_valid_keys_and_refetch
     key = SigningKey("a")
     jwks.set("ok", [key])
     jwks.up()
-    gw = start(jwks, extra_env=faketime_env(faked_clock), wrap=FAKETIME_WRAP)
+    # A throttle of failed credentials that refills in about a second, to see that no jump leaves it locked.
+    policy = FAULT_POLICY.replace("  api_key_header: X-API-Key\n", "  api_key_header: X-API-Key\n  failed_credentials: 5/s\n")
+    gw = start(jwks, extra_env=faketime_env(faked_clock), wrap=FAKETIME_WRAP, policy_text=policy)
     assert f"policy={gw.policy}" in gw.log(), "authgateway did not get its arguments under faketime"
     short = key.token(lifetime=600)
     assert gw.status(token=short) == 200  # verified now, and remembered in the verified-token cache
@@ -771,6 +776,7 @@ def test_clock_jumps_never_revive_expired_tokens_and_keep_valid_keys_and_refetch
     jwks.set(published=[rotated])
     eventually(lambda: gw.status(token=rotated.token(now=later)) == 200, "the rotated key after the forward jump")
     eventually(lambda: gw.status(token=key.token(now=later)) == 401, "the removed key after the forward jump")
+    throttle_is_not_wedged(gw, "after the forward jump")
 
     # Backward 2 h (from the real time): tokens issued at the real time are from the future; a token that expired
     # in real time a minute ago has iat/nbf after the gateway's now and is refused too.
@@ -788,8 +794,25 @@ def test_clock_jumps_never_revive_expired_tokens_and_keep_valid_keys_and_refetch
     assert gw.status(token=rotated.token(now=earlier)) in (200, 401)
     eventually(lambda: gw.status(token=rotated.token(now=earlier)) == 401, "the removed key after the backward jump")
 
+    throttle_is_not_wedged(gw, "after the backward jump")
+
     # Back to the real time: everything as before the jumps.
     faked_clock.write_text("+0\n")
     eventually(lambda: gw.status(token=third.token()) == 200, "recovery at the real time")
     assert gw.status(token=expired_real) == 401
     api_key_decides_normally(gw)
+    throttle_is_not_wedged(gw, "back at the real time")
+
+
+def throttle_is_not_wedged(gw: Gateway, when: str) -> None:
+    """One address guesses keys until it gets 429; its valid key still passes, and the throttle lets it guess again
+    within seconds (the throttle counts on the monotonic clock, which no wall-clock jump moves)."""
+    address = f"198.51.100.{secrets.randbelow(250) + 1}"
+    statuses = [gw.status(api_key="agw_" + secrets.token_hex(20), client=address) for _ in range(12)]
+    assert 429 in statuses and set(statuses) <= {401, 429}, f"{when}: {statuses}"
+    limited = gw.auth(api_key="agw_" + secrets.token_hex(20), client=address)
+    if limited.status == 429:
+        assert int(limited.header("Retry-After") or "0") <= 2, f"{when}: {limited!r}"
+    assert gw.status(api_key=gw.keys["ffmpeg"], client=address) == 200
+    eventually(lambda: gw.status(api_key="agw_" + secrets.token_hex(20), client=address) == 401,
+               f"the throttle {when} to let the address try again")
