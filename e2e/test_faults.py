@@ -519,10 +519,16 @@ def test_jwks_answering_100_mb_is_capped_and_rss_stays_bounded(start, jwks, mode
     eventually(lambda: gw.status(token=key.token()) == 200, "recovery after the oversized answers")
 
 
+# How long the gateway may take to read and install a key set after this server wrote it (generous: the machine
+# running the suite may be busy).
+INSTALL_MARGIN = 0.5
+
+
 def test_jwks_key_rotation_under_load_never_allows_a_key_outside_the_current_set(start, jwks):
     """Keys rotate every 0.6 s while four threads send tokens by the current, the next, the previous and removed
     keys and by a key that was never published. A 200 is correct only for a key in the set the gateway had when
-    the request came in (the last set served 0.1 s or more before it) or in a set served while it was decided."""
+    the request came in (the last set served INSTALL_MARGIN or more before it) or in a set served while it was
+    decided."""
     keys = [SigningKey(f"k{n}") for n in range(6)]
     never = SigningKey("never")
     jwks.set("ok", [keys[0]])
@@ -576,8 +582,8 @@ def test_jwks_key_rotation_under_load_never_allows_a_key_outside_the_current_set
     for kid, sent, done, status in results:
         if status != 200:
             continue
-        in_force = [kids for at, kids in served if at <= sent - 0.1][-1:]
-        during = [kids for at, kids in served if sent - 0.1 < at <= done]
+        in_force = [kids for at, kids in served if at <= sent - INSTALL_MARGIN][-1:]
+        during = [kids for at, kids in served if sent - INSTALL_MARGIN < at <= done]
         if not any(kid in kids for kids in in_force + during):
             wrong.append((kid, round(sent, 3), round(done, 3)))
     assert not wrong, f"allowed by a key outside the gateway's current set: {wrong[:10]} (served: {served[-12:]})"
