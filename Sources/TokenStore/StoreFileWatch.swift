@@ -12,6 +12,8 @@ import Synchronization
 /// The path is looked at (one `stat`) at most once per `checkInterval`, by whichever caller comes first after the
 /// interval, before it is given the opening; other callers meanwhile only read a clock and an atomic. So a decision
 /// that starts `checkInterval` or more after a replacement is made from the new file (or refused), never the old.
+/// A background task also looks once per interval, so that an idle gateway lets go of the old file's `-wal` and
+/// `-shm` soon after a replacement too (left at their paths, `authctl` would pair them with the restored copy).
 final class StoreFileWatch: Sendable {
     private enum State {
         case open(StoreGeneration)
@@ -27,6 +29,7 @@ final class StoreFileWatch: Sendable {
     /// Set while one caller looks and (re)opens, so two never reopen at once.
     private let checking = Atomic<Bool>(false)
     private let openings = Atomic<Int>(1)
+    private let ticker = Mutex<Task<Void, Never>?>(nil)
 
     init(path: String, first: StoreGeneration, checkInterval: Duration) {
         self.path = path
@@ -34,6 +37,19 @@ final class StoreFileWatch: Sendable {
         checkNanoseconds = max(0, components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000)
         state = Mutex(.open(first))
         nextCheck.store(Self.monotonicNanoseconds() &+ checkNanoseconds, ordering: .relaxed)
+        let interval = checkInterval
+        let task = Task.detached(priority: .utility) { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard let self else { return }
+                _ = try? self.current()
+            }
+        }
+        ticker.withLock { $0 = task }
+    }
+
+    deinit {
+        ticker.withLock { $0?.cancel() }
     }
 
     /// The opening to use now, after looking at the path if the interval has passed; throws while there is none.

@@ -91,6 +91,25 @@ struct StoreReplacementTests {
         #expect(check == "ok")
     }
 
+    @Test("an idle store lets go of the replaced file's -wal within 1 s, so authctl opening the copy later reads the copy")
+    func idleStoreReleasesTheOldJournal() async throws {
+        let store = try TokenStore(path: path)
+        let saved = try backup(store)
+        let (newer, newerSecret) = try issue(store, "only-in-the-old-wal")
+        let walPath = path + "-wal"
+        func walHoldsNewer() -> Bool {
+            guard let bytes = FileManager.default.contents(atPath: walPath) else { return false }
+            return bytes.range(of: newerSecret.digest) != nil
+        }
+        #expect(walHoldsNewer())
+        try restore(saved)
+        // No lookup through `store` meanwhile: only its background check can notice.
+        #expect(await eventually { !walHoldsNewer() })
+
+        #expect(try TokenStore(path: path).key(id: newer.id) == nil)
+        #expect(try await store.findKey(digest: newerSecret.digest) == nil)
+    }
+
     @Test("lookups cached from the replaced file are never used again: the change counter moves on reopen")
     func changeCounterMovesOnReopen() async throws {
         let store = try TokenStore(path: path)
