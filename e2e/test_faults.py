@@ -759,7 +759,11 @@ def faked_clock(tmp_path):
     return offset
 
 
-def test_clock_jumps_never_revive_expired_tokens_and_keep_valid_keys_and_refetch_working(start, jwks, faked_clock):
+def test_clock_jumps_expire_cached_tokens_keep_valid_keys_and_never_wedge_refetch_or_throttle(start, jwks, faked_clock):
+    """exp, nbf and iat are read against the wall clock on every request, cached verifications included; the JWKS
+    cache and the throttles count on the monotonic clock. What this cannot give: after a backward jump of d, a token
+    whose [nbf, exp] contains the new wall time is valid again, even if it expired (in real time) less than d ago,
+    as with any verifier that trusts its system clock; its iat/nbf refuse it when the jump is longer than its age."""
     key = SigningKey("a")
     jwks.set("ok", [key])
     jwks.up()
