@@ -426,6 +426,7 @@ def test_store_deleted_under_the_gateway_answers_503_then_reopens_a_restored_fil
     gw = store_gateway
     gw.start()
     valid, refused = keys(gw)
+    client = gw.machine_client()
     saved = tmp_path / "backup.sqlite"
     backup(gw.db, saved)
     assert gw.decide("valid", valid) == 200
@@ -435,11 +436,14 @@ def test_store_deleted_under_the_gateway_answers_503_then_reopens_a_restored_fil
     for _ in range(3):
         never_allowed(gw, refused)
         assert gw.decide("valid (file still removed)", valid) == 503
+    token = gw.token(client)
+    assert token.status == 503 and token.header("Retry-After"), f"token issuance without a store file: {token!r}"
     assert gw.child.alive()
 
     restore(saved, gw.db)
     wait_for_status(gw, "valid (file restored)", valid, 200, WITHIN, refused)
     never_allowed(gw, refused)
+    assert gw.token(client).status == 200
     print(f"store removed: 503 after {took:.3f}s; answers: {gw.answers}")
 
 
