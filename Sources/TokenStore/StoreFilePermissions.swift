@@ -17,11 +17,17 @@ enum StoreFilePermissions {
     static func prepare(path: String) throws(TokenStoreError) {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         if !FileManager.default.fileExists(atPath: directory) {
+            let parent = URL(fileURLWithPath: directory).deletingLastPathComponent().path
             do {
                 try FileManager.default.createDirectory(
-                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                    atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
-                throw .cannotOpen(path: path, reason: "cannot create directory \(directory): \(error.localizedDescription)")
+                throw .cannotOpen(path: path, reason: "cannot create directory \(parent): \(error.localizedDescription)")
+            }
+            // The store's own directory gets its mode from mkdir itself: FileManager creates, then chmods, and a process
+            // killed between the two left it 0755 for good (issue 12 crash loop).
+            if mkdir(directory, 0o700) != 0, errno != EEXIST {
+                throw .cannotOpen(path: path, reason: "cannot create directory \(directory): \(String(cString: strerror(errno)))")
             }
         }
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
